@@ -1,0 +1,306 @@
+"""The recipe lifecycle, written once.
+
+Every recipe subclasses :class:`_base_recipe_` and supplies only what makes it
+different: the frame kinds it reduces, the calibrations it takes, and a
+:meth:`~_base_recipe_.reduce` method returning its :class:`Product` items. The
+base class reads and classifies the SOF, checks the inputs (counts, kinds, one
+arm, one binning and read-out mode, matching calibrations), prepares frames,
+runs the recipe, and writes the products with their ``ESO PRO`` keywords,
+provenance and QC, plus a QC table and a log file beside them.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from astropy.time import Time
+
+from .. import __version__
+from ..commonutils.detectors import detector
+from ..commonutils.errors import DataError, ProductExistsError
+from ..commonutils.fitsio import read_header, read_image
+from ..commonutils.combine import sigma_clipped_stack
+from ..commonutils.keywords import header_value, set_value
+from ..commonutils.prepare import prepare_frame
+from ..commonutils.product_io import publish, write_image_product, write_table_product
+from ..commonutils.qc import QCRecorder
+from ..commonutils.settings import default_settings, qc_ranges, recipe_settings
+from ..commonutils.sof import read_sof
+from ..products import read_image_product
+
+log = logging.getLogger(__name__)
+
+#: Header keywords that describe a data array and so do not belong in a header-only primary HDU.
+_STRUCTURAL = ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "BUNIT",
+               "XTENSION", "PCOUNT", "GCOUNT", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2",
+               "ZTILE1", "ZTILE2", "ZCMPTYPE", "ZQUANTIZ", "ZTENSION", "ZSIMPLE", "ZEXTEND", "CHECKSUM",
+               "DATASUM", "ZHECKSUM", "ZDATASUM", "EXTNAME")
+
+
+@dataclass
+class Product:
+    """One product of a recipe run: an image (``CCDData``) or a table, and how to label it."""
+
+    pro_catg: str
+    data: object
+    pro_type: str = "REDUCED"
+    pro_tech: str = "IMAGE"
+    header_cards: dict = field(default_factory=dict)
+    #: QC plots as ``(suffix, draw)`` pairs; ``draw(path)`` writes the PNG once the product is written
+    plots: list = field(default_factory=list)
+
+
+class _base_recipe_:
+    """Base of every soxspipe recipe.
+
+    Parameters
+    ----------
+    sof : str, Path or list
+        A SOF file, a folder of FITS files, or a list of FITS paths.
+    output_dir : str or Path, optional
+        Where products are written (default: the current folder).
+    settings : dict, optional
+        Complete settings (defaults merged with user overrides); default: the bundled defaults.
+    overwrite : bool
+        Replace existing products.
+    """
+
+    #: command-line name of the recipe and settings section
+    name = ""
+    #: frame kinds the recipe reduces
+    raw_kinds = ()
+    #: product-category prefixes of calibrations the recipe takes -> required?
+    #: A value may be the string "has_bias" (required where the arm has a bias).
+    calibrations = {}
+    #: must every raw frame have the same exposure time?
+    same_exptime = False
+
+    def __init__(self, sof, *, output_dir=None, settings=None, overwrite=False):
+        self.sof = sof
+        self.output_dir = Path(output_dir or ".")
+        self.settings = settings if settings is not None else default_settings()
+        self.overwrite = overwrite
+        self.recipe_id = f"soxs_{self.name}"
+        self.raw_frames = []
+        self.calibration_frames = {}
+        self.arm = None
+        self.params = {}
+        self.qc = QCRecorder()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def run(self):
+        """Run the recipe end to end; return the paths of the products written."""
+        start = time.perf_counter()
+        frames = read_sof(self.sof)
+        self.check_inputs(frames)
+        self.params = recipe_settings(self.settings, self.name, self.arm)
+        self.prepare_params = recipe_settings(self.settings, "prepare", self.arm)
+        self.qc = QCRecorder(qc_ranges(self.settings, self.name, self.arm))
+        handler = self._attach_log_file()
+        try:
+            log.info("%s: %d raw frame(s) of the %s arm", self.recipe_id, len(self.raw_frames), self.arm)
+            products = self.reduce()
+            paths = self.write_products(products)
+            log.info("%s finished in %.1f s", self.recipe_id, time.perf_counter() - start)
+        finally:
+            logging.getLogger("soxspipe").removeHandler(handler)
+            handler.close()
+        return paths
+
+    def reduce(self):
+        """Recipe-specific work: return a list of :class:`Product`. Subclasses implement it."""
+        raise NotImplementedError
+
+    # -- input checks ------------------------------------------------------------
+
+    def check_inputs(self, frames):
+        """Split ``frames`` into raw frames and calibrations and check them.
+
+        Raises
+        ------
+        DataError
+            Wrong kinds, two arms, mixed binning/read-out/exposure time, too few
+            frames, a missing or mismatched calibration.
+        """
+        raws = [f for f in frames if not f.is_product]
+        cals = [f for f in frames if f.is_product]
+        if not raws:
+            raise DataError(f"{self.sof}: no raw frames for {self.recipe_id}; it reduces {', '.join(self.raw_kinds)} frames")
+        first = raws[0]
+        for f in frames:
+            if f.arm != first.arm:
+                raise DataError(f"{f.path}: a {f.arm} frame in a SOF of {first.arm} frames ({first.path}); give one arm per SOF")
+        self.arm = first.arm
+        for f in raws:
+            if f.kind not in self.raw_kinds:
+                raise DataError(f"{f.path}: a {f.kind} frame ({f.tag}) is not an input of {self.recipe_id}, which takes {', '.join(self.raw_kinds)} frames; remove it from the SOF")
+        for f in frames:
+            if f.binning != first.binning:
+                raise DataError(f"{f.path}: binned {f.binning[0]}x{f.binning[1]} but {first.path} is binned {first.binning[0]}x{first.binning[1]}; use one binning per SOF")
+            if f.readout != first.readout:
+                raise DataError(f"{f.path}: read out {f.readout} but {first.path} {first.readout}; use one read-out mode per SOF")
+        if self.same_exptime:
+            for f in raws:
+                if f.exptime != first.exptime:
+                    raise DataError(f"{f.path}: exposure time {f.exptime} s differs from {first.exptime} s of {first.path}; use one exposure time per SOF")
+        minimum = recipe_settings(self.settings, self.name, self.arm).get("frames-min", 1)
+        if len(raws) < minimum:
+            raise DataError(f"{self.sof}: {self.recipe_id} needs at least {minimum} raw frames, the SOF gives {len(raws)}")
+        self.raw_frames = raws
+        self._check_calibrations(cals)
+
+    def _check_calibrations(self, cals):
+        det = detector(self.arm)
+        found = {}
+        for f in cals:
+            prefix = next((p for p in self.calibrations if f.tag == f"{p}_{self.arm}"), None)
+            if prefix is None:
+                raise DataError(f"{f.path}: a {f.tag} is not a calibration {self.recipe_id} takes; remove it from the SOF")
+            if prefix in found:
+                raise DataError(f"{f.path}: a second {f.tag} in the SOF (first: {found[prefix].path}); give one")
+            found[prefix] = f
+        for prefix, required in self.calibrations.items():
+            needed = det.has_bias if required == "has_bias" else bool(required)
+            if needed and prefix not in found:
+                raise DataError(f"{self.sof}: {self.recipe_id} on {self.arm} frames needs a {prefix}_{self.arm} in the SOF")
+        self.calibration_frames = found
+
+    # -- helpers for recipes -----------------------------------------------------
+
+    def prepare(self, frame, **kwargs):
+        """Read one raw frame and return it prepared (``CCDData`` in electrons)."""
+        raw, header = read_image(frame.path, dtype=None)
+        return prepare_frame(
+            raw,
+            header,
+            path=frame.path,
+            overscan_smooth_rows=self.prepare_params["overscan-smooth-rows"],
+            saturation_fraction=self.prepare_params["saturation-fraction"],
+            **kwargs,
+        )
+
+    def combine(self, frames):
+        """Stack prepared frames with the shared sigma-clipped combine; return a ``CCDData``.
+
+        Clipping limits and iterations come from the recipe's settings; the mask
+        holds the pixels with no surviving value.
+        """
+        data = np.stack([f.data for f in frames])
+        errors = np.stack([f.uncertainty.array for f in frames])
+        masks = np.stack([f.mask for f in frames])
+        result = sigma_clipped_stack(
+            data,
+            errors=errors,
+            masks=masks,
+            lower_sigma=self.params["clipping-lower-sigma"],
+            upper_sigma=self.params["clipping-upper-sigma"],
+            max_iterations=self.params["clipping-iterations"],
+        )
+        del data, errors, masks
+        log.info("combined %d frames; %d values clipped", len(frames), result.n_clipped)
+        return CCDData(
+            result.data,
+            unit=frames[0].unit,
+            uncertainty=StdDevUncertainty(result.uncertainty, unit=frames[0].unit),
+            mask=result.mask,
+            meta=frames[0].meta,
+        )
+
+    def record_temperature(self):
+        """Record the detector temperature of the first raw frame as QC, where the header has it."""
+        name = detector(self.arm).extra.get("temperature_keyword")
+        if name:
+            value = header_value(read_header(self.raw_frames[0].path), name, None)
+            if value is not None:
+                self.qc.add("DET TEMP", float(value), "", "detector temperature")
+
+    def calibration(self, prefix):
+        """Return the calibration product with tag ``<prefix>_<ARM>`` as ``CCDData``, or None."""
+        frame = self.calibration_frames.get(prefix)
+        return read_image_product(frame.path) if frame else None
+
+    # -- products ----------------------------------------------------------------
+
+    def product_path(self, product):
+        """The file name of a product: category, binning, read-out mode and the first raw frame's start time."""
+        first = self.raw_frames[0]
+        stamp = Time(first.mjd, format="mjd").strftime("%Y%m%dT%H%M%S") if first.mjd is not None else "UNDATED"
+        binning = f"{first.binning[0]}x{first.binning[1]}"
+        mode = "" if first.readout == "default" else f"_{first.readout.upper()}"
+        return self.output_dir / f"{product.pro_catg}_{binning}{mode}_{stamp}.fits"
+
+    def product_header(self, product):
+        """The primary header of a product: the first raw frame's keywords, PRO, provenance and QC."""
+        header = fits.Header()
+        for card in read_header(self.raw_frames[0].path).cards:
+            if card.keyword not in _STRUCTURAL:
+                header.append(card, end=True)
+        set_value(header, "pro_catg", product.pro_catg, "product category")
+        set_value(header, "pro_type", product.pro_type, "product type")
+        set_value(header, "pro_tech", product.pro_tech, "observation technique")
+        set_value(header, "pro_rec_id", self.recipe_id, "pipeline recipe")
+        set_value(header, "pro_rec_pipe_id", f"soxspipe/{__version__}", "pipeline version")
+        for n, f in enumerate(self.raw_frames, start=1):
+            set_value(header, "pro_rec_raw_name", Path(f.path).name, n=n)
+            set_value(header, "pro_rec_raw_catg", f.tag, n=n)
+        for n, f in enumerate(self.calibration_frames.values(), start=1):
+            set_value(header, "pro_rec_cal_name", Path(f.path).name, n=n)
+            set_value(header, "pro_rec_cal_catg", f.tag, n=n)
+        for n, (key, value) in enumerate(sorted(self.params.items()), start=1):
+            set_value(header, "pro_rec_param_name", key, n=n)
+            set_value(header, "pro_rec_param_value", str(value), n=n)
+        for key, value in product.header_cards.items():
+            set_value(header, key, value)
+        self.qc.write_header(header)
+        return header
+
+    def write_products(self, products):
+        """Write every product, its QC table and its plots; return the product paths.
+
+        All product paths are checked before anything is written, so a run that
+        would overwrite an existing product (without ``-x``) writes nothing.
+        """
+        paths = [self.product_path(p) for p in products]
+        if not self.overwrite:
+            for path in paths:
+                if path.exists():
+                    raise ProductExistsError(f"{path}: product exists; use -x to overwrite it")
+        written = []
+        for product, path in zip(products, paths):
+            header = self.product_header(product)
+            if isinstance(product.data, CCDData):
+                write_image_product(path, product.data, header, overwrite=self.overwrite)
+            else:
+                write_table_product(path, product.data, header, overwrite=self.overwrite)
+            qc_path = path.with_name(path.stem + "_QC.ecsv")
+            publish(lambda tmp: self.qc.table().write(tmp, format="ascii.ecsv"), qc_path, overwrite=True)
+            if self.plots_enabled:
+                for suffix, draw in product.plots:
+                    plot = self.output_dir / "qc" / f"{path.stem}_{suffix}.png"
+                    plot.parent.mkdir(parents=True, exist_ok=True)
+                    draw(plot)
+            status = "FAIL: " + ", ".join(v.name for v in self.qc.failed) if self.qc.failed else "PASS"
+            log.info("wrote %s (QC %s)", path, status)
+            written.append(path)
+        return written
+
+    @property
+    def plots_enabled(self):
+        """Whether QC plots are written (settings ``general.plots``)."""
+        return bool(self.settings.get("general", {}).get("plots", True))
+
+    def _attach_log_file(self):
+        """Log this run into ``<recipe>.log`` beside the products (created at the first record)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        handler = logging.FileHandler(self.output_dir / f"{self.recipe_id}_{self.arm}_{stamp}.log", delay=True)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        root = logging.getLogger("soxspipe")
+        root.addHandler(handler)
+        return handler
