@@ -189,7 +189,7 @@ def fixed_pattern_noise(image, mask=None):
     return float(pair_power.max()) / total
 
 
-def hot_pixels(master_dark, *, exptime, nsigma=5.0, min_rate=0.05, mask=None):
+def hot_pixels(master_dark, *, exptime, nsigma=8.0, min_rate=0.05, mask=None):
     """Return the mask of hot pixels of a master dark.
 
     A pixel is hot when its signal exceeds the dark's robust level (median)
@@ -227,7 +227,7 @@ def hot_pixels(master_dark, *, exptime, nsigma=5.0, min_rate=0.05, mask=None):
     return hot
 
 
-def out_of_range_pixels(master_bias, *, nsigma=5.0, mask=None):
+def out_of_range_pixels(master_bias, *, nsigma=8.0, mask=None):
     """Return the mask of pixels deviating from a master's robust level.
 
     Parameters

@@ -4,6 +4,10 @@ No FITS keyword string is spelled out anywhere else in soxspipe: code asks
 ``keyword("exptime")`` and reads values with ``header_value(header, "exptime")``.
 """
 
+import warnings
+
+from astropy.io.fits.verify import VerifyWarning
+
 from ..static_calibrations import load_yaml
 
 _MISSING = object()
@@ -47,4 +51,7 @@ def set_value(header, name, value, comment=None, **fields):
     kw = keyword(name, **fields)
     if len(kw) > 8 and not kw.startswith("HIERARCH"):
         kw = "HIERARCH " + kw
-    header[kw] = (value, comment) if comment else value
+    with warnings.catch_warnings():
+        # a comment that does not fit the 80-character card is shortened, which is fine
+        warnings.simplefilter("ignore", VerifyWarning)
+        header[kw] = (value, comment) if comment else value

@@ -5,8 +5,6 @@ never through pyplot, so that nothing leaks into global state.
 """
 
 import logging
-import os
-from pathlib import Path
 
 import bottleneck as bn
 import numpy as np
@@ -14,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .detector_qc import robust_stats
+from .product_io import publish
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,8 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
     title : str
         Figure title.
     path : str or pathlib.Path
-        Output PNG file; written under a temporary name and renamed into place.
+        Output PNG file, replaced if it exists; written under a temporary name
+        and renamed into place.
     unit : str
         Unit of the pixel values, for the labels.
 
@@ -115,10 +115,7 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
     ax_hist.set_ylabel("pixels" + (f" (1 in {stride})" if stride > 1 else ""))
 
     fig.suptitle(title)
-    path = Path(path)
-    partial = path.with_name(path.name + ".part")
-    fig.savefig(partial, format="png")
-    os.replace(partial, path)
+    path = publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
     log.debug("wrote %s", path)
     return path
 

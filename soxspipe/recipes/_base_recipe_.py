@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.time import Time
@@ -190,18 +189,15 @@ class _base_recipe_:
         Clipping limits and iterations come from the recipe's settings; the mask
         holds the pixels with no surviving value.
         """
-        data = np.stack([f.data for f in frames])
-        errors = np.stack([f.uncertainty.array for f in frames])
-        masks = np.stack([f.mask for f in frames])
         result = sigma_clipped_stack(
-            data,
-            errors=errors,
-            masks=masks,
+            [f.data for f in frames],
+            errors=[f.uncertainty.array for f in frames],
+            masks=[f.mask for f in frames],
             lower_sigma=self.params["clipping-lower-sigma"],
             upper_sigma=self.params["clipping-upper-sigma"],
             max_iterations=self.params["clipping-iterations"],
+            fill_value=0.0,
         )
-        del data, errors, masks
         log.info("combined %d frames; %d values clipped", len(frames), result.n_clipped)
         return CCDData(
             result.data,
