@@ -25,10 +25,15 @@ def _good_values(image, mask=None):
     return image[good]
 
 
+#: robust statistics use at most this many pixels (an even-strided sample), plenty for a level and a width
+MAX_STATS_VALUES = 1_000_000
+
+
 def robust_stats(image, mask=None, *, clip=5.0):
     """Return a robust level and noise of an image: ``(median, sigma)``.
 
-    ``sigma`` starts as ``1.4826 x MAD`` of the good pixels; with ``clip``,
+    Images larger than :data:`MAX_STATS_VALUES` good pixels are sampled with an
+    even stride. ``sigma`` starts as ``1.4826 x MAD`` of the good pixels; with ``clip``,
     it is then the standard deviation (ddof=1) of the pixels within
     ``clip x`` that first sigma of the median, which is as robust to outliers
     but about 2.7 times more efficient on Gaussian noise (the 5-sigma
@@ -50,6 +55,8 @@ def robust_stats(image, mask=None, *, clip=5.0):
         NaN if no pixel is usable.
     """
     values = _good_values(image, mask)
+    if values.size > MAX_STATS_VALUES:
+        values = values[:: -(-values.size // MAX_STATS_VALUES)]
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
     if values.size == 0:

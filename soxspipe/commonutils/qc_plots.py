@@ -57,12 +57,12 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
         work[np.asarray(mask, dtype=bool)] = np.nan
     work[~np.isfinite(work)] = np.nan
     ny, nx = work.shape
-    median, sigma = robust_stats(work)
 
     display, factor = _block_average(work, _MAX_DISPLAY)
     stride = max(1, work.size // _MAX_HIST_VALUES)
     sample = work.ravel()[::stride]
     sample = sample[~np.isnan(sample)]
+    median, sigma = robust_stats(sample)
     if sample.size:
         vmin, vmax = np.percentile(sample, [1.0, 99.0])
     else:
@@ -70,9 +70,11 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
     if vmax <= vmin:
         vmin, vmax = vmin - 0.5, vmin + 0.5
 
-    fig = Figure(figsize=(9, 8), dpi=100, layout="constrained")
+    # a fixed layout: constrained layout would cost more than drawing the figure
+    fig = Figure(figsize=(9, 8), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2, width_ratios=(3, 1), height_ratios=(3, 1))
+    grid = fig.add_gridspec(2, 2, width_ratios=(3, 1), height_ratios=(3, 1), left=0.17, right=0.9,
+                            bottom=0.08, top=0.92, wspace=0.08, hspace=0.2)
     ax_img = fig.add_subplot(grid[0, 0])
     ax_row = fig.add_subplot(grid[0, 1], sharey=ax_img)
     ax_col = fig.add_subplot(grid[1, 0], sharex=ax_img)
@@ -88,7 +90,7 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
         interpolation="nearest",
         extent=(-0.5, display.shape[1] * factor - 0.5, -0.5, display.shape[0] * factor - 0.5),
     )
-    fig.colorbar(shown, ax=ax_img, location="left", label=unit, shrink=0.8)
+    fig.colorbar(shown, ax=ax_img, location="left", label=unit, shrink=0.8, pad=0.12)
     ax_img.set_title(f"{nx} x {ny} px" + (f", shown binned {factor} x {factor}" if factor > 1 else ""), fontsize=9)
     ax_img.tick_params(labelbottom=False)
 
@@ -113,6 +115,8 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
         ax_hist.set_yscale("log")
     ax_hist.set_xlabel(f"{unit}: median {median:.5g}, sigma {sigma:.3g}", fontsize=8)
     ax_hist.set_ylabel("pixels" + (f" (1 in {stride})" if stride > 1 else ""))
+    ax_hist.yaxis.set_label_position("right")
+    ax_hist.yaxis.tick_right()
 
     fig.suptitle(title)
     path = publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
