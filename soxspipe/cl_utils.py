@@ -1,27 +1,7 @@
-"""
-soxspipe: reduce SOXS data.
+"""The ``soxspipe`` command line: parses arguments with docopt and dispatches to recipes and tools.
 
-Usage:
-    soxspipe mbias <inputFrames> [-o <outputDirectory>] [-s <pathToSettingsFile>] [-x] [-V] [--debug]
-    soxspipe mdark <inputFrames> [-o <outputDirectory>] [-s <pathToSettingsFile>] [-x] [-V] [--debug]
-    soxspipe -h | --help
-    soxspipe --version
-
-Commands:
-    mbias       combine bias frames (VIS, ACQ) into a MASTER_BIAS
-    mdark       combine dark frames of one exposure time into a MASTER_DARK
-
-Arguments:
-    <inputFrames>       a SOF file (one 'path TAG' per line), a folder of FITS files, or one FITS file
-
-Options:
-    -o, --output-dir <outputDirectory>     where products go (default: the current folder)
-    -s, --settings <pathToSettingsFile>    a YAML file overriding default settings keys
-    -x, --overwrite                        replace existing products
-    -V, --verbose                          show debugging messages
-    --debug                                show the traceback of an error
-    -h, --help                             show this help
-    --version                              show the version
+The usage text is built from the recipe registry (:data:`soxspipe.recipes.RECIPES`)
+and the tools below, so ``soxspipe -h`` lists exactly the commands that exist.
 """
 
 import logging
@@ -33,6 +13,7 @@ from docopt import DocoptExit, docopt
 from . import __version__
 from .commonutils.errors import SoxsError, UsageError
 from .commonutils.settings import load_settings_file, merge_settings
+from .recipes import RECIPES, recipe_class
 
 log = logging.getLogger("soxspipe")
 
@@ -53,11 +34,35 @@ general: {}
 """
 
 
-def _recipes():
-    from .recipes.soxs_mbias import soxs_mbias
-    from .recipes.soxs_mdark import soxs_mdark
+RECIPE_OPTIONS = "[-o <outputDirectory>] [-s <pathToSettingsFile>] [-x] [-V] [--debug]"
 
-    return {"mbias": soxs_mbias, "mdark": soxs_mdark}
+#: tool commands: usage arguments and one-line description
+TOOLS = {}
+
+OPTIONS = """\
+Options:
+    -o, --output-dir <outputDirectory>     where products go (default: the current folder)
+    -s, --settings <pathToSettingsFile>    a YAML file overriding default settings keys
+    -x, --overwrite                        replace existing products
+    -V, --verbose                          show debugging messages
+    --debug                                show the traceback of an error
+    -h, --help                             show this help
+    --version                              show the version
+"""
+
+
+def usage():
+    """The docopt usage text: one line per recipe and tool, their descriptions, the options."""
+    lines = ["soxspipe: reduce SOXS data.", "", "Usage:"]
+    lines += [f"    soxspipe {name} <inputFrames> {RECIPE_OPTIONS}" for name in RECIPES]
+    lines += [f"    soxspipe {name} {args}" for name, (args, _) in TOOLS.items()]
+    lines += ["    soxspipe -h | --help", "    soxspipe --version", "", "Commands:"]
+    lines += [f"    {name:14s}{desc}" for name, (_, _, desc) in RECIPES.items()]
+    lines += [f"    {name:14s}{desc}" for name, (_, desc) in TOOLS.items()]
+    lines += ["", "Arguments:",
+              "    <inputFrames>       a SOF file (one 'path TAG' per line), a folder of FITS files, or one FITS file",
+              "", OPTIONS]
+    return "\n".join(lines)
 
 
 def _ensure_user_settings():
@@ -88,7 +93,7 @@ def load_user_settings(settings_path):
     try:
         su = tools(
             arguments=arguments,
-            docString=__doc__,
+            docString=usage(),
             logLevel="WARNING",
             projectName="soxspipe",
             quitIfRunning=False,
@@ -117,10 +122,11 @@ def _setup_logging(verbose):
 
 def run_command(arguments):
     """Dispatch parsed command-line ``arguments`` to a recipe or tool; return the exit code."""
-    recipes = _recipes()
-    command = next(name for name in recipes if arguments.get(name))
+    command = next(name for name in list(RECIPES) + list(TOOLS) if arguments.get(name))
+    if command in TOOLS:
+        return TOOL_RUNNERS[command](arguments)
     settings = load_user_settings(arguments["--settings"])
-    recipe = recipes[command](
+    recipe = recipe_class(command)(
         arguments["<inputFrames>"],
         output_dir=arguments["--output-dir"],
         settings=settings,
@@ -131,10 +137,14 @@ def run_command(arguments):
     return 0
 
 
+#: tool command -> function taking the parsed arguments and returning the exit code
+TOOL_RUNNERS = {}
+
+
 def main(argv=None):
     """Entry point of the ``soxspipe`` command."""
     try:
-        arguments = docopt(__doc__, argv=argv, version=f"soxspipe {__version__}")
+        arguments = docopt(usage(), argv=argv, version=f"soxspipe {__version__}")
     except DocoptExit as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -44,8 +44,9 @@ def test_help_lists_only_working_commands(tmp_path):
     assert result.returncode == 0
     commands = [line.split()[1] for line in result.stdout.splitlines() if line.strip().startswith("soxspipe ") and not line.strip().startswith("soxspipe -")]
     assert "mbias" in commands and "mdark" in commands
-    from soxspipe.cl_utils import _recipes
-    assert set(commands) <= set(_recipes()) | {"simulate", "validate"}
+    from soxspipe.cl_utils import TOOLS
+    from soxspipe.recipes import RECIPES
+    assert set(commands) == set(RECIPES) | set(TOOLS)
     version = run(["--version"], tmp_path, tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("soxspipe ")
 
