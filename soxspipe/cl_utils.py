@@ -6,6 +6,7 @@ and the tools below, so ``soxspipe -h`` lists exactly the commands that exist.
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 from docopt import DocoptExit, docopt
@@ -37,7 +38,11 @@ general: {}
 RECIPE_OPTIONS = "[-o <outputDirectory>] [-s <pathToSettingsFile>] [-x] [-V] [--debug]"
 
 #: tool commands: usage arguments and one-line description
-TOOLS = {}
+TOOLS = {
+    "simulate": ("<outputDirectory> [--arms=<arms>] [--seed=<n>] [--scenario=<name>] [--night=<date>] [--size=<size>] [-V] [--debug]",
+                 "simulate a night of SOXS raw frames, with the truth beside them"),
+    "validate": ("<path>... [-V] [--debug]", "check raw frames against the SOXS raw-frame contract"),
+}
 
 OPTIONS = """\
 Options:
@@ -46,6 +51,11 @@ Options:
     -x, --overwrite                        replace existing products
     -V, --verbose                          show debugging messages
     --debug                                show the traceback of an error
+    --arms=<arms>                          simulate: comma-separated arms [default: VIS,NIR,ACQ]
+    --seed=<n>                             simulate: random seed [default: 0]
+    --scenario=<name>                      simulate: nominal, flexure or extreme [default: nominal]
+    --night=<date>                         simulate: the night's date, YYYY-MM-DD [default: 2025-01-20]
+    --size=<size>                          simulate: full (a typical night) or small (fewest frames) [default: full]
     -h, --help                             show this help
     --version                              show the version
 """
@@ -137,8 +147,39 @@ def run_command(arguments):
     return 0
 
 
+def run_simulate(arguments):
+    """``soxspipe simulate``: write a simulated night into ``<outputDirectory>/raw`` and ``/truth``."""
+    from .simulator import SCENARIOS, simulate_night
+
+    arms = tuple(a.strip().upper() for a in arguments["--arms"].split(",") if a.strip())
+    try:
+        seed = int(arguments["--seed"])
+    except ValueError:
+        raise UsageError(f"--seed must be a whole number, not '{arguments['--seed']}'") from None
+    if arguments["--scenario"] not in SCENARIOS:
+        raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not '{arguments['--scenario']}'")
+    out = Path(arguments["<outputDirectory>"])
+    start = time.perf_counter()
+    try:
+        manifest = simulate_night(out, arms=arms, seed=seed, scenario=arguments["--scenario"],
+                                  night=arguments["--night"], size=arguments["--size"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    size_mb = sum(f.stat().st_size for f in (out / "raw").iterdir()) / 1e6
+    log.info("simulated %s in %.0f s (%.0f MB of raw frames)", out, time.perf_counter() - start, size_mb)
+    print(manifest)
+    return 0
+
+
+def run_validate(arguments):
+    """``soxspipe validate``: one line per problem; exit code 1 when any file breaks the contract."""
+    from .simulator.validate import validate_paths
+
+    return 1 if validate_paths(arguments["<path>"], verbose=arguments["--verbose"]) else 0
+
+
 #: tool command -> function taking the parsed arguments and returning the exit code
-TOOL_RUNNERS = {}
+TOOL_RUNNERS = {"simulate": run_simulate, "validate": run_validate}
 
 
 def main(argv=None):

@@ -165,3 +165,10 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_usage_error_exit_code(tmp_path):
     result = run(["mbias"], tmp_path, tmp_path)
     assert result.returncode == 2 and "Usage:" in result.stderr
+
+
+def test_simulate_rejects_bad_options(tmp_path):
+    result = run(["simulate", tmp_path / "night", "--scenario", "stormy"], tmp_path, tmp_path)
+    assert result.returncode == 2 and "--scenario must be one of nominal" in result.stderr
+    result = run(["simulate", tmp_path / "night", "--seed", "x"], tmp_path, tmp_path)
+    assert result.returncode == 2 and "--seed must be a whole number" in result.stderr
