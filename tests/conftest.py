@@ -1,0 +1,32 @@
+"""Session-wide fixtures: the test suite simulates one small night, once."""
+
+import importlib.util
+
+import pytest
+
+from soxspipe.simulator import load_truth, simulate_night
+
+
+def _arms():
+    arms = ["VIS", "NIR"]
+    if importlib.util.find_spec("soxspipe.simulator.acq") is not None:
+        arms.append("ACQ")
+    return tuple(arms)
+
+
+@pytest.fixture(scope="session")
+def simulated_night(tmp_path_factory):
+    """Output folder of a small simulated nominal night (``raw/`` and ``truth/``), all arms.
+
+    Full-size frames, the minimum number of frames per set. Shared by every test
+    of the session: treat it as read-only.
+    """
+    out = tmp_path_factory.mktemp("simulated_night")
+    simulate_night(out, arms=_arms(), seed=42, scenario="nominal", size="small")
+    return out
+
+
+@pytest.fixture(scope="session")
+def night_truth(simulated_night):
+    """The :class:`soxspipe.simulator.truth.Truth` of :func:`simulated_night`."""
+    return load_truth(simulated_night / "truth")
