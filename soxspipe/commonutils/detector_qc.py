@@ -137,7 +137,7 @@ def structure_slopes(image, mask=None):
     -------
     structx, structy : float
     """
-    work = _nan_filled(image, mask)
+    work = nan_filled(image, mask)
     structx = _slope(bn.nanmedian(work, axis=0))
     structy = _slope(bn.nanmedian(work, axis=1))
     return structx, structy
@@ -174,7 +174,7 @@ def fixed_pattern_noise(image, mask=None):
         FRACMAX in [0, 1]; NaN for an image without any usable pixel, 0 for
         a constant image.
     """
-    work = _nan_filled(image, mask)
+    work = nan_filled(image, mask)
     median = bn.nanmedian(work)
     if np.isnan(median):
         return np.nan
@@ -259,7 +259,7 @@ def out_of_range_pixels(master_bias, *, nsigma=8.0, mask=None):
     return out
 
 
-def _nan_filled(image, mask=None):
+def nan_filled(image, mask=None):
     """Return a float32 copy of a 2D image with masked pixels set to NaN."""
     work = np.array(image, dtype=np.float32)
     if work.ndim != 2:

@@ -15,6 +15,7 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import ProductExistsError
+from .keywords import set_value
 
 
 def publish(write, path, overwrite=False):
@@ -46,13 +47,14 @@ def publish(write, path, overwrite=False):
 def image_hdulist(ccd, header):
     """Build the ``FLUX``/``QUAL``/``ERRS`` HDU list of an image product from a ``CCDData``."""
     primary = fits.PrimaryHDU(header=header)
+    unit = str(ccd.unit) if ccd.unit is not None else ""
     flux = fits.ImageHDU(np.asarray(ccd.data, dtype=np.float32), name="FLUX")
-    flux.header["BUNIT"] = str(ccd.unit) if ccd.unit is not None else ""
+    set_value(flux.header, "bunit", unit)
     mask = ccd.mask if ccd.mask is not None else np.zeros(ccd.data.shape, bool)
     qual = fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="QUAL")
     errs_data = ccd.uncertainty.array if ccd.uncertainty is not None else np.zeros(ccd.data.shape)
     errs = fits.ImageHDU(np.asarray(errs_data, dtype=np.float32), name="ERRS")
-    errs.header["BUNIT"] = flux.header["BUNIT"]
+    set_value(errs.header, "bunit", unit)
     return fits.HDUList([primary, flux, qual, errs])
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .detector_qc import robust_stats
+from .detector_qc import nan_filled, robust_stats
 from .product_io import publish
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
     pathlib.Path
         The written file.
     """
-    work = np.array(image, dtype=np.float32)
-    if work.ndim != 2:
-        raise ValueError(f"expected a 2D image, got shape {work.shape}")
-    if mask is not None:
-        work[np.asarray(mask, dtype=bool)] = np.nan
-    work[~np.isfinite(work)] = np.nan
+    work = nan_filled(image, mask)
     ny, nx = work.shape
 
     display, factor = _block_average(work, _MAX_DISPLAY)
