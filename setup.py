@@ -22,6 +22,9 @@ install_requires = [
     "bottleneck>=1.3",
     # astropy reads Unix-compressed (.fits.Z) raw frames through it
     "uncompresspy",
+    # acquisition-camera imaging: sources and aperture photometry, cosmic rays
+    "photutils>=2.0",
+    "astroscrappy>=1.2",
 ]
 
 setup(

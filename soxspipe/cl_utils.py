@@ -14,7 +14,9 @@ from docopt import DocoptExit, docopt
 from . import __version__
 from .commonutils.errors import SoxsError, UsageError
 from .commonutils.settings import load_settings_file, merge_settings
-from .recipes import RECIPES, recipe_class
+import re
+
+from .recipes import RECIPES, recipe_class, recipe_usage
 
 log = logging.getLogger("soxspipe")
 
@@ -42,6 +44,13 @@ TOOLS = {
     "simulate": ("<outputDirectory> [--arms=<arms>] [--seed=<n>] [--scenario=<name>] [--night=<date>] [--size=<size>] [-V] [--debug]",
                  "simulate a night of SOXS raw frames, with the truth beside them"),
     "validate": ("<path>... [-V] [--debug]", "check raw frames against the SOXS raw-frame contract"),
+    "prep": ("<workspace> [<rawFolder>] [-V] [--debug]",
+             "index raw frames into a workspace, write one SOF per recipe run"),
+    "reduce": ("all <workspace> [--arms=<arms>] [-s <pathToSettingsFile>] [-x] [-V] [--debug]",
+               "run every SOF of a workspace in cascade order"),
+    "list": ("(sof|ob) <workspace> [-V] [--debug]", "list a workspace's SOFs or observation blocks"),
+    "demo": ("<folder> [--size=<size>] [--arms=<arms>] [--seed=<n>] [-s <pathToSettingsFile>] [-V] [--debug]",
+             "simulate a night, prep it, reduce it all"),
 }
 
 OPTIONS = """\
@@ -51,11 +60,12 @@ Options:
     -x, --overwrite                        replace existing products
     -V, --verbose                          show debugging messages
     --debug                                show the traceback of an error
-    --arms=<arms>                          simulate: comma-separated arms [default: VIS,NIR,ACQ]
+    --poly=<degrees>                       disp_solution, order_centres: comma-separated polynomial degrees (order,dispersion)
+    --arms=<arms>                          simulate, reduce, demo: comma-separated arms [default: VIS,NIR,ACQ]
     --seed=<n>                             simulate: random seed [default: 0]
     --scenario=<name>                      simulate: nominal, flexure or extreme [default: nominal]
     --night=<date>                         simulate: the night's date, YYYY-MM-DD [default: 2025-01-20]
-    --size=<size>                          simulate: full (a typical night) or small (fewest frames) [default: full]
+    --size=<size>                          simulate, demo: full (a typical night) or small (fewest frames) [default: full]
     -h, --help                             show this help
     --version                              show the version
 """
@@ -64,13 +74,16 @@ Options:
 def usage():
     """The docopt usage text: one line per recipe and tool, their descriptions, the options."""
     lines = ["soxspipe: reduce SOXS data.", "", "Usage:"]
-    lines += [f"    soxspipe {name} <inputFrames> {RECIPE_OPTIONS}" for name in RECIPES]
+    lines += [f"    soxspipe {name} <inputFrames> {(recipe_usage(name) + ' ') if recipe_usage(name) else ''}{RECIPE_OPTIONS}"
+              for name in RECIPES]
     lines += [f"    soxspipe {name} {args}" for name, (args, _) in TOOLS.items()]
     lines += ["    soxspipe -h | --help", "    soxspipe --version", "", "Commands:"]
-    lines += [f"    {name:14s}{desc}" for name, (_, _, desc) in RECIPES.items()]
+    lines += [f"    {name:14s}{entry[2]}" for name, entry in RECIPES.items()]
     lines += [f"    {name:14s}{desc}" for name, (_, desc) in TOOLS.items()]
     lines += ["", "Arguments:",
               "    <inputFrames>       a SOF file (one 'path TAG' per line), a folder of FITS files, or one FITS file",
+              "    <workspace>         the organiser's folder: soxspipe.db, raw/<night>/, sof/, reduced/, qc/",
+              "    <rawFolder>         prep: the folder holding the raw frames (default: the workspace)",
               "", OPTIONS]
     return "\n".join(lines)
 
@@ -141,6 +154,7 @@ def run_command(arguments):
         output_dir=arguments["--output-dir"],
         settings=settings,
         overwrite=arguments["--overwrite"],
+        options={option: arguments.get(option) for option in re.findall(r"--[\w-]+", recipe_usage(command))},
     )
     for path in recipe.run():
         print(path)
@@ -178,8 +192,63 @@ def run_validate(arguments):
     return 1 if validate_paths(arguments["<path>"], verbose=arguments["--verbose"]) else 0
 
 
+def _arms(arguments):
+    return tuple(a.strip().upper() for a in arguments["--arms"].split(",") if a.strip())
+
+
+def run_prep(arguments):
+    """``soxspipe prep``: index the raw frames into the workspace database and write the SOFs."""
+    from .organiser import format_prep_report, prep
+
+    report = prep(arguments["<workspace>"], arguments["<rawFolder>"])
+    print(format_prep_report(report))
+    return 0
+
+
+def run_reduce(arguments):
+    """``soxspipe reduce all``: run every SOF in cascade order; exit code 1 when a run failed."""
+    from .organiser import format_summary, reduce_all
+
+    settings = load_user_settings(arguments["--settings"])
+    results = reduce_all(arguments["<workspace>"], settings=settings, overwrite=arguments["--overwrite"],
+                         arms=_arms(arguments))
+    print(format_summary(results))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def run_list(arguments):
+    """``soxspipe list sof|ob``: print the workspace's recipe runs or observation blocks."""
+    from .organiser import list_obs, list_sofs
+
+    workspace = Path(arguments["<workspace>"])
+    if not (workspace / "soxspipe.db").exists():
+        raise UsageError(f"{workspace}: no soxspipe database here; run 'soxspipe prep {workspace}' first")
+    print(list_sofs(workspace) if arguments["sof"] else list_obs(workspace))
+    return 0
+
+
+def run_demo(arguments):
+    """``soxspipe demo``: simulate a night into ``<folder>/simulation``, prep ``<folder>``, reduce it all."""
+    from .organiser import format_prep_report, format_summary, prep, reduce_all
+
+    folder = Path(arguments["<folder>"]).resolve()
+    settings = load_user_settings(arguments["--settings"])
+    simulation = folder / "simulation"
+    if not (simulation / "truth" / "manifest.ecsv").exists():
+        run_simulate(dict(arguments, **{"<outputDirectory>": str(simulation), "--scenario": "nominal",
+                                        "--night": "2025-01-20"}))
+    report = prep(folder, simulation / "raw")
+    print(format_prep_report(report))
+    results = reduce_all(folder, settings=settings, arms=_arms(arguments))
+    print(format_summary(results))
+    print(f"\nraw frames:  {folder / 'raw'}\nSOFs:        {folder / 'sof'}\nproducts:    {folder / 'reduced'}"
+          f"\nQC plots:    {folder / 'qc'}\ndatabase:    {folder / 'soxspipe.db'}\ntruth:       {simulation / 'truth'}")
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
 #: tool command -> function taking the parsed arguments and returning the exit code
-TOOL_RUNNERS = {"simulate": run_simulate, "validate": run_validate}
+TOOL_RUNNERS = {"simulate": run_simulate, "validate": run_validate, "prep": run_prep, "reduce": run_reduce,
+                "list": run_list, "demo": run_demo}
 
 
 def main(argv=None):

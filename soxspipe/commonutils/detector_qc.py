@@ -9,7 +9,6 @@ import logging
 
 import bottleneck as bn
 import numpy as np
-import scipy.fft
 
 from .combine import MAD_TO_SIGMA
 
@@ -180,7 +179,7 @@ def fixed_pattern_noise(image, mask=None):
         return np.nan
     work -= median
     work[np.isnan(work)] = 0.0
-    spectrum = scipy.fft.rfft2(work)
+    spectrum = np.fft.rfft2(work)
     power = spectrum.real**2 + spectrum.imag**2
     ny, nx = work.shape
     # every rfft2 bin stands for the pair (k, -k) except the self-conjugate

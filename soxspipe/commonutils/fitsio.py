@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .errors import DataError
+from .keywords import has_keyword
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.Z", ".fits.fz", ".fits.bz2")
 
@@ -65,6 +66,10 @@ def read_header(path):
     with nothing (products keep their keywords in the primary HDU).
     """
     with _open(path) as hdul:
+        if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and has_keyword(hdul[0].header, "pro_catg"):
+            # a table product: its keywords are in the primary HDU
+            _check_complete(hdul, 1, path)
+            return hdul[0].header.copy()
         idx = _image_hdu_index(hdul, path)
         _check_complete(hdul, idx, path)
         if "FLUX" in hdul:

@@ -6,6 +6,7 @@ No FITS keyword string is spelled out anywhere else in soxspipe: code asks
 
 import warnings
 
+from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from ..static_calibrations import load_yaml
@@ -51,7 +52,10 @@ def set_value(header, name, value, comment=None, **fields):
     kw = keyword(name, **fields)
     if len(kw) > 8 and not kw.startswith("HIERARCH"):
         kw = "HIERARCH " + kw
-    with warnings.catch_warnings():
-        # a comment that does not fit the 80-character card is shortened, which is fine
-        warnings.simplefilter("ignore", VerifyWarning)
-        header[kw] = (value, comment) if comment else value
+    if comment:
+        # shorten the comment to what fits on the 80-character card beside the value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            room = 80 - len(fits.Card(kw, value).image.rstrip()) - 3
+        comment = comment[: max(room, 0)] or None
+    header[kw] = (value, comment) if comment else value

@@ -55,6 +55,9 @@ def image_hdulist(ccd, header):
     errs_data = ccd.uncertainty.array if ccd.uncertainty is not None else np.zeros(ccd.data.shape)
     errs = fits.ImageHDU(np.asarray(errs_data, dtype=np.float32), name="ERRS")
     set_value(errs.header, "bunit", unit)
+    if ccd.wcs is not None:  # every image extension carries the frame's WCS, for viewers
+        for hdu in (flux, qual, errs):
+            hdu.header.update(ccd.wcs.to_header(relax=True))
     return fits.HDUList([primary, flux, qual, errs])
 
 

@@ -83,10 +83,36 @@ def read_sof(source):
     DataError
         A file cannot be read or classified, or its SOF tag contradicts its header.
     """
-    frames = []
+    return read_sof_inputs(source)[0]
+
+
+def read_sof_inputs(source, static_tags=()):
+    """Read a SOF whose entries tagged with one of ``static_tags`` are not FITS frames.
+
+    Static inputs (e.g. a reference catalogue, tag ``REF_CAT``) are neither read
+    nor classified here: they are returned by tag for the recipe to read.
+
+    Returns
+    -------
+    frames : list of FrameInfo
+        The FITS frames, as :func:`read_sof` gives them.
+    static : dict
+        ``{tag: Path}`` of the static inputs.
+
+    Raises
+    ------
+    DataError
+        As :func:`read_sof`; also a static tag given twice.
+    """
+    frames, static = [], {}
     for entry in sof_entries(source):
+        if entry.tag in static_tags:
+            if entry.tag in static:
+                raise DataError(f"{entry.path}: a second {entry.tag} in the SOF (first: {static[entry.tag]}); give one")
+            static[entry.tag] = entry.path
+            continue
         info = classify_header(read_header(entry.path), entry.path)
         if entry.tag is not None and entry.tag != info.tag:
             raise DataError(f"{entry.path}: the SOF tags it {entry.tag} but its header makes it {info.tag}; fix the tag in the SOF")
         frames.append(info)
-    return frames
+    return frames, static

@@ -7,14 +7,29 @@ the module and class that implement it, and a one-line description for
 
 import importlib
 
-#: command name -> (module, class, one-line description), in cascade order
+#: command name -> (module, class, one-line description[, extra usage]), in cascade order.
+#: The optional extra usage (docopt syntax, e.g. ``[--poly=<degrees>]``) adds recipe-specific
+#: options; their values reach the recipe as ``options`` (see :func:`recipe_usage`).
 RECIPES = {
     "mbias": ("soxs_mbias", "soxs_mbias", "combine bias frames (VIS, ACQ) into a MASTER_BIAS"),
     "mdark": ("soxs_mdark", "soxs_mdark", "combine dark frames of one exposure time into a MASTER_DARK"),
+    "disp_solution": ("soxs_disp_solution", "soxs_disp_solution",
+                      "first-guess dispersion solution from a single-pinhole arc: DISP_TAB", "[--poly=<degrees>]"),
+    "order_centres": ("soxs_order_centres", "soxs_order_centres",
+                      "order-centre traces from a single-pinhole flat: ORDER_TAB", "[--poly=<degrees>]"),
+    "mflat": ("soxs_mflat", "soxs_mflat", "master flat: slit flats + ORDER_TAB -> MASTER_FLAT, ORDER_TAB with edges (VIS, NIR); ACQ: one filter -> MASTER_FLAT_ACQ_<filter>"),
+    "image": ("soxs_image", "soxs_image",
+              "acquisition-camera images of one filter: detrended, stacked, WCS and zero point -> IMAGE_ACQ_<filter>"),
 }
 
 
 def recipe_class(name):
     """Return the recipe class registered under the command ``name``."""
-    module, cls, _ = RECIPES[name]
+    module, cls = RECIPES[name][:2]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def recipe_usage(name):
+    """The recipe-specific usage of command ``name`` ('' when it has none)."""
+    entry = RECIPES[name]
+    return entry[3] if len(entry) > 3 else ""

@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.time import Time
 
 from .. import __version__
+from ..commonutils.classify import frame_exptime
 from ..commonutils.detectors import detector
 from ..commonutils.errors import DataError, ProductExistsError
 from ..commonutils.fitsio import read_header, read_image
@@ -28,7 +30,7 @@ from ..commonutils.prepare import prepare_frame
 from ..commonutils.product_io import publish, write_image_product, write_table_product
 from ..commonutils.qc import QCRecorder
 from ..commonutils.settings import default_settings, qc_ranges, recipe_settings
-from ..commonutils.sof import read_sof
+from ..commonutils.sof import read_sof_inputs
 from ..products import read_image_product
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class _base_recipe_:
         Complete settings (defaults merged with user overrides); default: the bundled defaults.
     overwrite : bool
         Replace existing products.
+    options : dict, optional
+        Recipe-specific command-line options (see :data:`soxspipe.recipes.RECIPES`).
     """
 
     #: command-line name of the recipe and settings section
@@ -73,19 +77,29 @@ class _base_recipe_:
     #: frame kinds the recipe reduces
     raw_kinds = ()
     #: product-category prefixes of calibrations the recipe takes -> required?
-    #: A value may be the string "has_bias" (required where the arm has a bias).
+    #: A value may be the string "has_bias" (required where the arm has a bias) or a
+    #: list of the arms that require it. A calibration's tag is ``<prefix>_<ARM>``, or
+    #: ``<prefix>_<ARM>_<filter>`` for one made for a filter, which must then be the raw frames' filter.
     calibrations = {}
+    #: SOF tags of inputs that are not FITS frames (e.g. ``REF_CAT``, a reference catalogue) -> required?
+    static_inputs = {}
     #: must every raw frame have the same exposure time?
     same_exptime = False
+    #: must every raw frame have the same (acquisition-camera) filter?
+    same_filter = False
 
-    def __init__(self, sof, *, output_dir=None, settings=None, overwrite=False):
+    def __init__(self, sof, *, output_dir=None, settings=None, overwrite=False, options=None):
         self.sof = sof
+        #: recipe-specific command-line options (e.g. ``{"--poly": "3,5"}``), None where not given
+        self.options = dict(options or {})
         self.output_dir = Path(output_dir or ".")
         self.settings = settings if settings is not None else default_settings()
         self.overwrite = overwrite
         self.recipe_id = f"soxs_{self.name}"
         self.raw_frames = []
         self.calibration_frames = {}
+        #: paths of the static (non-FITS) inputs by SOF tag
+        self.static_paths = {}
         self.arm = None
         self.params = {}
         self.qc = QCRecorder()
@@ -95,7 +109,7 @@ class _base_recipe_:
     def run(self):
         """Run the recipe end to end; return the paths of the products written."""
         start = time.perf_counter()
-        frames = read_sof(self.sof)
+        frames, self.static_paths = read_sof_inputs(self.sof, tuple(self.static_inputs))
         self.check_inputs(frames)
         self.params = recipe_settings(self.settings, self.name, self.arm)
         self.prepare_params = recipe_settings(self.settings, "prepare", self.arm)
@@ -147,6 +161,13 @@ class _base_recipe_:
             for f in raws:
                 if f.exptime != first.exptime:
                     raise DataError(f"{f.path}: exposure time {f.exptime} s differs from {first.exptime} s of {first.path}; use one exposure time per SOF")
+        if self.same_filter:
+            for f in raws:
+                if f.acq_filter != first.acq_filter:
+                    raise DataError(f"{f.path}: filter {f.acq_filter} differs from {first.acq_filter} of {first.path}; use one filter per SOF")
+        for tag, required in self.static_inputs.items():
+            if required and tag not in self.static_paths:
+                raise DataError(f"{self.sof}: {self.recipe_id} needs a {tag} in the SOF (a line '<path> {tag}')")
         minimum = recipe_settings(self.settings, self.name, self.arm).get("frames-min", 1)
         if len(raws) < minimum:
             raise DataError(f"{self.sof}: {self.recipe_id} needs at least {minimum} raw frames, the SOF gives {len(raws)}")
@@ -156,17 +177,29 @@ class _base_recipe_:
     def _check_calibrations(self, cals):
         det = detector(self.arm)
         found = {}
+        raw_filter = self.raw_frames[0].acq_filter if self.raw_frames else None
         for f in cals:
             prefix = next((p for p in self.calibrations if f.tag == f"{p}_{self.arm}"), None)
+            if prefix is None:
+                prefix = next((p for p in self.calibrations if f.tag.startswith(f"{p}_{self.arm}_")), None)
+                if prefix is not None and f.tag != f"{prefix}_{self.arm}_{raw_filter}":
+                    raise DataError(f"{f.path}: a {f.tag} is for filter {f.tag[len(prefix) + len(self.arm) + 2:]} "
+                                    f"but the raw frames are of filter {raw_filter}; give the {prefix}_{self.arm}_{raw_filter}")
             if prefix is None:
                 raise DataError(f"{f.path}: a {f.tag} is not a calibration {self.recipe_id} takes; remove it from the SOF")
             if prefix in found:
                 raise DataError(f"{f.path}: a second {f.tag} in the SOF (first: {found[prefix].path}); give one")
             found[prefix] = f
         for prefix, required in self.calibrations.items():
-            needed = det.has_bias if required == "has_bias" else bool(required)
+            if required == "has_bias":
+                needed = det.has_bias
+            elif isinstance(required, (list, tuple)):
+                needed = self.arm in required
+            else:
+                needed = bool(required)
             if needed and prefix not in found:
-                raise DataError(f"{self.sof}: {self.recipe_id} on {self.arm} frames needs a {prefix}_{self.arm} in the SOF")
+                suffix = f"_{raw_filter}" if self.same_filter and raw_filter else ""
+                raise DataError(f"{self.sof}: {self.recipe_id} on {self.arm} frames needs a {prefix}_{self.arm}{suffix} in the SOF")
         self.calibration_frames = found
 
     # -- helpers for recipes -----------------------------------------------------
@@ -207,6 +240,69 @@ class _base_recipe_:
             meta=frames[0].meta,
         )
 
+    def lamp_frame(self):
+        """Return the lamp frame prepared and with its background removed, as ``CCDData`` in electrons.
+
+        The lamp-on raw frames are prepared (with the ``MASTER_BIAS`` where the SOF
+        has one) and combined if several; then, in order of preference, the lamp-off
+        partners (prepared and combined the same way) or the ``MASTER_DARK`` (scaled
+        to the lamp's exposure time) are subtracted, uncertainties added in quadrature
+        and masks merged. An arm with lamp-off pairs and neither is an error.
+
+        Raises
+        ------
+        DataError
+            No lamp-on frame, or no way to remove the background on an arm that needs one.
+        """
+        on = [f for f in self.raw_frames if not f.lamp_off]
+        off = [f for f in self.raw_frames if f.lamp_off]
+        if not on:
+            raise DataError(f"{self.sof}: only lamp-off frames; {self.recipe_id} needs a lamp-on frame")
+        bias = self.calibration("MASTER_BIAS")
+        lamp = self._stack([self.prepare(f, master_bias=bias) for f in on])
+        if off:
+            background, what = self._stack([self.prepare(f, master_bias=bias) for f in off]), "lamp-off frame(s)"
+        else:
+            background, what = self.calibration("MASTER_DARK"), "MASTER_DARK"
+            if background is not None:
+                dark_time = float(header_value(background.meta, "exptime", 0.0) or 0.0)
+                lamp_time = float(on[0].exptime or 0.0)
+                if dark_time > 0 and lamp_time > 0 and dark_time != lamp_time:
+                    log.warning("the MASTER_DARK is of %g s, the lamp frame of %g s: scaling the dark", dark_time, lamp_time)
+                    scale = np.float32(lamp_time / dark_time)
+                    background = CCDData(background.data * scale, unit=background.unit, mask=background.mask,
+                                         uncertainty=StdDevUncertainty(background.uncertainty.array * scale))
+        if background is None:
+            if detector(self.arm).lamp_off_pairs:
+                raise DataError(f"{self.sof}: {self.recipe_id} on {self.arm} frames needs the lamp-off partner of the "
+                                f"lamp frame or a MASTER_DARK_{self.arm} in the SOF")
+            return lamp
+        log.info("subtracting the %s from the lamp frame", what)
+        data = lamp.data - background.data.astype(np.float32)
+        error = np.sqrt(lamp.uncertainty.array ** 2 + np.asarray(background.uncertainty.array, np.float32) ** 2)
+        mask = lamp.mask | (background.mask if background.mask is not None else False)
+        return CCDData(data, unit=lamp.unit, uncertainty=StdDevUncertainty(error, unit=lamp.unit), mask=mask,
+                       meta=lamp.meta)
+
+    def _stack(self, frames):
+        """One prepared frame as is, several combined with :meth:`combine`."""
+        return frames[0] if len(frames) == 1 else self.combine(frames)
+
+    def detrend(self, frame, master_bias=None, master_dark=None):
+        """Prepare one raw frame with ``master_bias`` and subtract ``master_dark`` scaled to its exposure time.
+
+        Either calibration may be None. Uncertainties add in quadrature and masks merge.
+        """
+        ccd = self.prepare(frame, master_bias=master_bias)
+        if master_dark is None:
+            return ccd
+        dark_time = frame_exptime(master_dark.meta) or 0.0
+        scale = np.float32((frame.exptime or 0.0) / dark_time) if dark_time > 0 else np.float32(1.0)
+        data = ccd.data - master_dark.data.astype(np.float32) * scale
+        error = np.sqrt(ccd.uncertainty.array ** 2 + (np.asarray(master_dark.uncertainty.array, np.float32) * scale) ** 2)
+        mask = ccd.mask | (master_dark.mask if master_dark.mask is not None else False)
+        return CCDData(data, unit=ccd.unit, uncertainty=StdDevUncertainty(error, unit=ccd.unit), mask=mask, meta=ccd.meta)
+
     def record_temperature(self):
         """Record the detector temperature of the first raw frame as QC, where the header has it."""
         name = detector(self.arm).extra.get("temperature_keyword")
@@ -216,7 +312,7 @@ class _base_recipe_:
                 self.qc.add("DET TEMP", float(value), "", "detector temperature")
 
     def calibration(self, prefix):
-        """Return the calibration product with tag ``<prefix>_<ARM>`` as ``CCDData``, or None."""
+        """Return the calibration product with tag ``<prefix>_<ARM>`` (or ``<prefix>_<ARM>_<filter>``) as ``CCDData``, or None."""
         frame = self.calibration_frames.get(prefix)
         return read_image_product(frame.path) if frame else None
 
@@ -244,14 +340,21 @@ class _base_recipe_:
         for n, f in enumerate(self.raw_frames, start=1):
             set_value(header, "pro_rec_raw_name", Path(f.path).name, n=n)
             set_value(header, "pro_rec_raw_catg", f.tag, n=n)
-        for n, f in enumerate(self.calibration_frames.values(), start=1):
-            set_value(header, "pro_rec_cal_name", Path(f.path).name, n=n)
-            set_value(header, "pro_rec_cal_catg", f.tag, n=n)
+        cals = [(Path(f.path).name, f.tag) for f in self.calibration_frames.values()]
+        cals += [(Path(path).name, tag) for tag, path in self.static_paths.items()]
+        for n, (name, tag) in enumerate(cals, start=1):
+            set_value(header, "pro_rec_cal_name", name, n=n)
+            set_value(header, "pro_rec_cal_catg", tag, n=n)
         for n, (key, value) in enumerate(sorted(self.params.items()), start=1):
             set_value(header, "pro_rec_param_name", key, n=n)
             set_value(header, "pro_rec_param_value", str(value), n=n)
         for key, value in product.header_cards.items():
-            set_value(header, key, value)
+            if isinstance(value, tuple):  # (value, comment)
+                set_value(header, key, *value)
+            else:
+                set_value(header, key, value)
+        if isinstance(product.data, CCDData) and product.data.wcs is not None:
+            header.update(product.data.wcs.to_header(relax=True))
         self.qc.write_header(header)
         return header
 
