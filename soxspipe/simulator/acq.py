@@ -210,7 +210,8 @@ def zero_point(acq_filter, airmass):
 class _AcqNight:
     """Plans, renders and writes the camera's frames of one night."""
 
-    def __init__(self, raw_dir, truth_dir, night, seed, scenario, size, rng):
+    def __init__(self, raw_dir, truth_dir, night, seed, scenario, size, rng, filters=None, rotation_deg=None,
+                 pointing_offset_arcsec=None, science_frames=None):
         if size not in _FRAMES:
             raise ValueError(f"unknown size '{size}': use 'small' or 'full'")
         self.raw_dir, self.truth_dir = Path(raw_dir), Path(truth_dir)
@@ -229,9 +230,13 @@ class _AcqNight:
                       "falloff": 0.03, "edge_px": 2.0}
         self.illumination = vignetting(self.shape, centre, radius, self.field["falloff"], self.field["edge_px"])
         self.rotation = float(self.rng.uniform(-0.5, 0.5))
+        if rotation_deg is not None:
+            self.rotation = float(rotation_deg)
+        self.pointing_offset = None if pointing_offset_arcsec is None else np.asarray(pointing_offset_arcsec, float)
+        self.science_frames = science_frames
         self.true_scale = float(self.scale * (1 + self.rng.normal(0, 1e-3)))
         self.seeing = float(self.rng.uniform(0.7, 1.2))
-        self.filters = tuple(FILTERS) if size == "full" else SMALL_FILTERS
+        self.filters = tuple(filters) if filters else tuple(FILTERS) if size == "full" else SMALL_FILTERS
         self.names = set()
         self.frame_truth = {}
         self.star_rows = []
@@ -239,7 +244,9 @@ class _AcqNight:
 
     # -- planning ------------------------------------------------------------------------
     def plan(self):
-        n = _FRAMES[self.size]
+        n = dict(_FRAMES[self.size])
+        if self.science_frames:
+            n["science"] = self.science_frames
         sets = [([_Frame("bias", ("CALIB", "BIAS", "IMAGE"), 0.0) for _ in range(n["bias"])],
                  "Bias", "SOXS_img_cal_Bias", self.base + 0.06)]
         science_times = sorted({FILTERS[f][4] for f in self.filters})
@@ -308,6 +315,8 @@ class _AcqNight:
         seeing = header_value(header, "seeing_start")
         ra0, dec0 = frame.header["ra"], frame.header["dec"]
         offset = self.rng.normal(0, _POINTING_RMS_ARCSEC, 2)
+        if self.pointing_offset is not None:
+            offset = self.pointing_offset
         true_ra = ra0 + offset[0] / 3600.0 / np.cos(np.radians(dec0))
         true_dec = dec0 + offset[1] / 3600.0
         crpix = ((self.shape[1] + 1) / 2.0, (self.shape[0] + 1) / 2.0)
@@ -394,7 +403,8 @@ class _AcqNight:
         (self.truth_dir / TRUTH_JSON).write_text(json.dumps(info, indent=1))
 
 
-def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal", size="full", rng=None):
+def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal", size="full", rng=None,
+                       filters=None, rotation_deg=None, pointing_offset_arcsec=None, science_frames=None):
     """Simulate a night of the acquisition camera.
 
     Parameters
@@ -413,6 +423,15 @@ def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal",
         3 sky flats in g and r, one star field in g and r.
     rng : numpy.random.Generator, optional
         Source of the scene and frame noise (default: seeded from ``seed``).
+    filters : sequence of str, optional
+        The filters of the sky flats and star fields (default: set by ``size``).
+    rotation_deg : float, optional
+        Rotation of the true WCS (default: drawn within +-0.5 deg).
+    pointing_offset_arcsec : (float, float), optional
+        Offset of the true pointing from the nominal one, (east, north) in arcsec
+        (default: drawn per frame, 4 arcsec rms on each axis).
+    science_frames : int, optional
+        Science exposures per filter and field (default: set by ``size``).
 
     Returns
     -------
@@ -420,7 +439,8 @@ def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal",
         One manifest row per raw file: ``file, arm, kind, dpr_catg, dpr_type, dpr_tech,
         tag, exptime, obs_id, binning, readout, slit, lamps, mjd_obs, filter``.
     """
-    sim = _AcqNight(raw_dir, truth_dir, night, seed, scenario, size, rng)
+    sim = _AcqNight(raw_dir, truth_dir, night, seed, scenario, size, rng, filters, rotation_deg,
+                    pointing_offset_arcsec, science_frames)
     rows = [sim.write(frame) for frame in sim.plan()]
     sim.write_truth()
     log.info("simulated %d acquisition-camera frames into %s", len(rows), raw_dir)
