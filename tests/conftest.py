@@ -4,6 +4,7 @@ import importlib.util
 
 import pytest
 
+from pinhole_sets import pinhole_set, shared_root
 from soxspipe.simulator import load_truth, simulate_night
 
 
@@ -30,3 +31,10 @@ def simulated_night(tmp_path_factory):
 def night_truth(simulated_night):
     """The :class:`soxspipe.simulator.truth.Truth` of :func:`simulated_night`."""
     return load_truth(simulated_night / "truth")
+
+
+@pytest.fixture(scope="session")
+def sets(tmp_path_factory, worker_id):
+    """``sets(arm, scenario, **kw)``: a simulated calibration set, made once and shared by every test worker."""
+    root = shared_root(tmp_path_factory, worker_id)
+    return lambda arm, scenario, **kw: pinhole_set(root, arm, scenario, **kw)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from pinhole_sets import pinhole_set, shared_root
 from soxspipe.commonutils.detectors import detector
 from soxspipe.products import read_dispersion_solution, read_line_table
 from soxspipe.simulator import load_truth
@@ -19,10 +18,6 @@ CASES = [("VIS", "nominal", (1, 1)), ("VIS", "flexure", (1, 1)), ("NIR", "nomina
          ("NIR", "flexure", (1, 1)), ("VIS", "flexure", (2, 1))]
 
 
-@pytest.fixture(scope="session")
-def sets(tmp_path_factory, worker_id):
-    root = shared_root(tmp_path_factory, worker_id)
-    return lambda arm, scenario, **kw: pinhole_set(root, arm, scenario, **kw)
 
 
 def truth_of_lines(s, arm, binning=(1, 1)):

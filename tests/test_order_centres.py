@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from pinhole_sets import pinhole_set, shared_root
 from soxspipe.commonutils.errors import DataError
 from soxspipe.products import read_order_table
 from soxspipe.recipes.soxs_order_centres import soxs_order_centres
@@ -15,10 +14,6 @@ CASES = [("VIS", "nominal", (1, 1)), ("VIS", "flexure", (1, 1)), ("NIR", "nomina
          ("NIR", "flexure", (1, 1)), ("VIS", "flexure", (2, 1))]
 
 
-@pytest.fixture(scope="session")
-def sets(tmp_path_factory, worker_id):
-    root = shared_root(tmp_path_factory, worker_id)
-    return lambda arm, scenario, **kw: pinhole_set(root, arm, scenario, **kw)
 
 
 @pytest.mark.parametrize("arm,scenario,binning", CASES)

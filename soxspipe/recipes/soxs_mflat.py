@@ -98,15 +98,7 @@ class soxs_mflat(_base_recipe_):
         levels = np.asarray(levels)
         if not np.all(levels > 0):
             raise DataError(f"{self.raw_frames[int(np.argmin(levels))].path}: a flat with no signal in its field")
-        target = float(levels.mean())
-        scaled = []
-        for ccd, level in zip(frames, levels):
-            k = np.float32(target / level)
-            scaled.append(CCDData(ccd.data * k, unit=ccd.unit, mask=ccd.mask, meta=ccd.meta,
-                                  uncertainty=StdDevUncertainty(ccd.uncertainty.array * k, unit=ccd.unit)))
-        log.info("%d %s flats scaled to a common level %.0f e (levels %.0f..%.0f)", len(frames), acq_filter, target,
-                 levels.min(), levels.max())
-        stacked = self.combine(scaled)
+        stacked = self.combine_at_common_level(frames, levels, acq_filter)
 
         fld = find_field(stacked.data, stacked.mask, threshold=p["field-threshold"])
         flat, err, mask, level = normalise_flat(stacked.data, stacked.uncertainty.array, stacked.mask, fld,
@@ -336,14 +328,18 @@ class soxs_mflat(_base_recipe_):
         levels = np.asarray(levels)
         if not np.all(levels > 0):
             raise DataError(f"{self.sof}: a {lamp} slit flat with no signal inside the orders; is the lamp on?")
-        target = float(levels.mean())
+        return self.combine_at_common_level(frames, levels, lamp)
+
+    def combine_at_common_level(self, frames, levels, what):
+        """Scale each flat to the mean of ``levels`` (lamps and twilight fade) and stack them."""
+        target = float(np.mean(levels))
         scaled = []
         for ccd, level in zip(frames, levels):
             k = np.float32(target / level)
             scaled.append(CCDData(ccd.data * k, unit=ccd.unit, mask=ccd.mask, meta=ccd.meta,
                                   uncertainty=StdDevUncertainty(ccd.uncertainty.array * k, unit=ccd.unit)))
-        log.info("%d %s flats scaled to %.0f e inside the orders (levels %.0f..%.0f)", len(frames), lamp, target,
-                 levels.min(), levels.max())
+        log.info("%d %s flats scaled to a common level of %.0f e (levels %.0f..%.0f)", len(frames), what, target,
+                 np.min(levels), np.max(levels))
         return self.combine(scaled)
 
     def slit_scale(self, orders):
