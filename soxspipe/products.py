@@ -47,7 +47,8 @@ def _read_table(path, what):
 
 
 def read_dispersion_solution(path):
-    """Read a ``DISP_TAB`` product.
+    """Read a ``DISP_TAB`` product: the first guess of ``disp_solution`` (slit degree 0) or the full
+    solution of ``spat_solution``.
 
     Returns
     -------
@@ -84,13 +85,32 @@ def read_order_table(path):
         raise DataError(f"{path}: not an ORDER_TAB product (column {exc} missing)") from None
 
 
+def read_disp_image(path):
+    """Read a ``DISP_IMAGE`` product: the wavelength, slit position and order of every pixel.
+
+    Returns
+    -------
+    soxspipe.commonutils.disp_image.DispersionImage
+        ``.wavelength`` (nm) and ``.slit`` (arcsec) float32 maps, NaN outside the orders;
+        ``.order`` int16 map, 0 outside the orders. Arrays are indexed ``[y, x]``.
+    """
+    from .commonutils.disp_image import DispersionImage
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            maps = [np.asarray(hdul[name].data) for name in ("WAVELENGTH", "SLIT", "ORDER")]
+    except (OSError, KeyError) as exc:
+        raise DataError(f"{path}: not a DISP_IMAGE product with WAVELENGTH/SLIT/ORDER extensions ({exc})") from None
+    return DispersionImage(*maps)
+
+
 def read_line_table(path):
     """Read a ``DISP_TAB_LINES`` product: one row per predicted line.
 
     Returns
     -------
     astropy.table.Table
-        ``order, wavelength`` (nm), predicted, measured and fitted ``x, y`` (px), their
+        ``order, wavelength`` (nm), ``slit`` (arcsec; multi-pinhole tables only), predicted, measured and fitted ``x, y`` (px), their
         residuals, ``flux, snr, sigma_x, sigma_y``, ``detected``, ``used`` and ``status``
         ('used' or why not: 'clipped', 'blend', 'not found', 'saturated', 'bad pixel', ...).
     """

@@ -57,3 +57,34 @@ def trace_plot(image, traces, dispersion_axis, *, title, path):
         ax.plot(x, y, "-", lw=0.7, color="C3")
         ax.annotate(str(order), (x[len(x) // 2], y[len(y) // 2]), color="C1", fontsize=7)
     return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
+
+
+def residual_map_plot(lines, *, title, path):
+    """Residuals (measured - fitted) in x and y of the used line images, coloured, at their detector positions."""
+    fig = Figure(figsize=(11, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    used = lines.used
+    for k, name in enumerate(("x", "y")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        res = (getattr(lines, name) - getattr(lines, f"{name}_fit"))[used]
+        limit = max(float(np.percentile(np.abs(res), 98)), 1e-3) if res.size else 1.0
+        points = ax.scatter(lines.x[used], lines.y[used], c=res, s=4, cmap="coolwarm", vmin=-limit, vmax=limit)
+        ax.set_xlabel("x [px]")
+        ax.set_ylabel("y [px]")
+        ax.set_title(f"{name} residual")
+        fig.colorbar(points, ax=ax, label=f"{name} residual [px]")
+    fig.suptitle(title)
+    return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
+
+
+def resolving_power_plot(wavelength, power, order, *, title, path):
+    """Resolving power of each line image against wavelength, coloured by order."""
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    points = ax.scatter(wavelength, power, c=order, s=4, cmap="viridis")
+    ax.set_xlabel("wavelength [nm]")
+    ax.set_ylabel("resolving power")
+    ax.set_title(title)
+    fig.colorbar(points, ax=ax, label="order")
+    return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)

@@ -153,7 +153,7 @@ def fit_solution(order, wavelength, slit, x, y, degrees, *, wave_variable, sigma
 
 
 def select_candidates(order, wavelength, amplitude, solution, *, shape, dispersion_axis, line_sigma, half_width,
-                      max_bias, margin=5.0):
+                      max_bias, margin=5.0, slit=0.0):
     """Pick the atlas lines worth measuring: predicted on the frame and not blended.
 
     A line is blended when its atlas neighbours in the same order would pull its
@@ -180,6 +180,9 @@ def select_candidates(order, wavelength, amplitude, solution, *, shape, dispersi
         Largest acceptable centroid pull (pixels).
     margin : float
         Predicted positions closer than this to the frame's edge are dropped.
+    slit : float or array_like
+        Slit position (arcsec) of each line's image (several pinholes: neighbours are
+        looked for among the images of the same pinhole).
 
     Returns
     -------
@@ -188,12 +191,13 @@ def select_candidates(order, wavelength, amplitude, solution, *, shape, dispersi
     """
     order = np.asarray(order)
     amplitude = np.asarray(amplitude, float)
-    x, y = solution.xy(order, wavelength)
+    slit = np.broadcast_to(np.asarray(slit, float), order.shape)
+    x, y = solution.xy(order, wavelength, slit)
     ny, nx = shape
     on = (x > margin) & (x < nx - 1 - margin) & (y > margin) & (y < ny - 1 - margin)
     d = np.where(on, y if dispersion_axis == "y" else x, -1e9)
-    # orders sit 1e6 apart on the second axis: neighbours are looked for within one order only
-    tree = cKDTree(np.c_[d, order * 1e6])
+    # orders (and pinholes) sit 1e6 apart on the other axes: neighbours are looked for within one image set only
+    tree = cKDTree(np.c_[d, order * 1e6, slit * 1e6])
     pairs = tree.query_pairs(half_width + 4.0 * line_sigma, output_type="ndarray")
     pull = np.zeros(order.size)
     if len(pairs):
@@ -227,6 +231,8 @@ class LineMeasurements:
     #: Gaussian sigmas from the three pixels around each peak (see :func:`~.lines.centroids`)
     core_sigma_x: np.ndarray = field(default=None)
     core_sigma_y: np.ndarray = field(default=None)
+    #: slit position (arcsec) of each line image
+    slit: np.ndarray = field(default=None)
 
     @property
     def used(self):
@@ -243,6 +249,8 @@ class LineMeasurements:
         cols = {k: getattr(self, k) for k in ("order", "wavelength", "x_predicted", "y_predicted", "x", "y",
                                                 "x_fit", "y_fit", "flux", "snr", "sigma_x", "sigma_y",
                                                 "core_sigma_x", "core_sigma_y")}
+        if self.slit is not None:
+            cols["slit"] = self.slit
         cols["x_residual"] = self.x - self.x_fit
         cols["y_residual"] = self.y - self.y_fit
         cols["detected"] = self.detected
@@ -350,7 +358,7 @@ def _off_trend(order, w, values, good, limit, one_sided=False):
     return good & np.any(excess > limit, axis=1)
 
 
-def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, trusted=None):
+def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, trusted=None, slit=None):
     """Find candidate lines on an arc frame and fit the dispersion solution.
 
     Parameters
@@ -368,6 +376,9 @@ def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, 
         Candidates whose prior prediction is trusted (e.g. inside the wavelength range
         the predicted table covers): only they are looked for by the first passes; the
         others are reached as the solution grows (default: all trusted).
+    slit : array_like, optional
+        Slit position (arcsec) of each candidate: the images of several pinholes fit
+        one solution in ``(order, w, slit)`` (default: all at the slit centre).
 
     Returns
     -------
@@ -387,12 +398,14 @@ def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, 
     wavelength = np.asarray(wavelength, float)
     if order.size == 0:
         raise SolutionError("no candidate lines predicted on the frame")
+    slit_given = slit is not None
+    slit = np.broadcast_to(np.asarray(0.0 if slit is None else slit, float), order.shape)
     noise = np.sqrt(np.maximum(variance, 1e-6))
     # masked pixels may be peaks: a saturated line is then found, and rejected, as itself, not as a neighbour
     peaks = find_peaks(image, noise, nsigma=s.peak_sigma)
     if peaks[0].size == 0:
         raise SolutionError(f"no line stands {s.peak_sigma:g} sigma above the noise: a blank frame or the wrong lamp?")
-    x_prior, y_prior = prior.xy(order, wavelength)
+    x_prior, y_prior = prior.xy(order, wavelength, slit)
     # the shift follows the bright lines, saturated ones included; the faint forest only adds chance pairs
     bright = brightest_peaks(image, *peaks, s.shift_peaks_per_line * order.size)
     shift = global_shift(x_prior, y_prior, *bright, max_shift=s.max_shift, tolerance=s.shift_tolerance)
@@ -434,13 +447,13 @@ def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, 
         degrees = _degrees_for(degrees, order[good])
         base_x, base_y = (x_prior, y_prior) if correction else (0.0, 0.0)
         try:
-            solution, fit = fit_solution(order, wavelength, 0.0, meas["x"] - base_x, meas["y"] - base_y, degrees,
+            solution, fit = fit_solution(order, wavelength, slit, meas["x"] - base_x, meas["y"] - base_y, degrees,
                                          wave_variable=s.wave_variable, sigma=s.clip_sigma,
                                          max_iterations=s.clip_iterations, used=good, ranges=ranges,
                                          min_sigma=s.fit_min_sigma)
         except FitError as exc:
             raise SolutionError(f"too few good lines for the fit: {exc}") from None
-        x0, y0 = solution.xy(order, wavelength)
+        x0, y0 = solution.xy(order, wavelength, slit)
         x0, y0 = x0 + base_x, y0 + base_y
         if correction:
             anchor = (x0, y0)
@@ -453,7 +466,7 @@ def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, 
     reason = np.where(good & ~fit.used, "clipped", reason)
     lines = LineMeasurements(order, wavelength, x_prior, y_prior, meas["x"], meas["y"], meas["flux"], meas["snr"],
                              meas["sigma_x"], meas["sigma_y"], reason, x0, y0, meas["core_sigma_x"],
-                             meas["core_sigma_y"])
+                             meas["core_sigma_y"], slit.copy() if slit_given else None)
     _check_orders(lines, s.min_lines_per_order)
     # saturated lines and lines on bad pixels say nothing about the solution: they are not counted
     measurable = ~np.isin(lines.reason, ["saturated", "bad pixel", "off frame"])

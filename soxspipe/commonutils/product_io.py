@@ -2,7 +2,8 @@
 
 Image products have a header-only primary HDU and the extensions ``FLUX``
 (float32), ``QUAL`` (uint8, non-zero = bad) and ``ERRS`` (float32); table
-products a primary HDU and one binary table. Every file is written to a
+products a primary HDU and one binary table; map products (e.g. ``DISP_IMAGE``) a
+primary HDU and one named image extension per map. Every file is written to a
 temporary name in the target folder and then linked into place, so a product is
 never half-written and an existing product is never replaced unless asked.
 """
@@ -71,4 +72,13 @@ def write_table_product(path, table, header, overwrite=False, extname="TABLE"):
     """Write an astropy ``Table`` as a table product; return the path."""
     hdul = fits.HDUList([fits.PrimaryHDU(header=header), fits.table_to_hdu(table)])
     hdul[1].name = extname
+    return publish(lambda tmp: hdul.writeto(tmp, output_verify="exception"), path, overwrite)
+
+
+def write_maps_product(path, maps, header, overwrite=False):
+    """Write named 2D arrays (``{extname: array}``, in order) as image extensions of one product; return the path."""
+    hdus = [fits.PrimaryHDU(header=header)]
+    for name, array in maps.items():
+        hdus.append(fits.ImageHDU(np.asarray(array), name=name))
+    hdul = fits.HDUList(hdus)
     return publish(lambda tmp: hdul.writeto(tmp, output_verify="exception"), path, overwrite)

@@ -18,6 +18,9 @@ RECIPES = {
     "order_centres": ("soxs_order_centres", "soxs_order_centres",
                       "order-centre traces from a single-pinhole flat: ORDER_TAB", "[--poly=<degrees>]"),
     "mflat": ("soxs_mflat", "soxs_mflat", "master flat: slit flats + ORDER_TAB -> MASTER_FLAT, ORDER_TAB with edges (VIS, NIR); ACQ: one filter -> MASTER_FLAT_ACQ_<filter>"),
+    "spat_solution": ("soxs_spatial_solution", "soxs_spatial_solution",
+                      "full dispersion and spatial solution from a multi-pinhole arc: DISP_TAB, DISP_IMAGE",
+                      "[--poly=<degrees>]"),
     "image": ("soxs_image", "soxs_image",
               "acquisition-camera images of one filter: detrended, stacked, WCS and zero point -> IMAGE_ACQ_<filter>"),
 }

@@ -27,7 +27,7 @@ from ..commonutils.fitsio import read_header, read_image
 from ..commonutils.combine import sigma_clipped_stack
 from ..commonutils.keywords import header_value, set_value
 from ..commonutils.prepare import prepare_frame
-from ..commonutils.product_io import publish, write_image_product, write_table_product
+from ..commonutils.product_io import publish, write_image_product, write_maps_product, write_table_product
 from ..commonutils.qc import QCRecorder
 from ..commonutils.settings import default_settings, qc_ranges, recipe_settings
 from ..commonutils.sof import read_sof_inputs
@@ -44,7 +44,10 @@ _STRUCTURAL = ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO
 
 @dataclass
 class Product:
-    """One product of a recipe run: an image (``CCDData``) or a table, and how to label it."""
+    """One product of a recipe run: an image (``CCDData``), a table, or named maps, and how to label it.
+
+    ``data`` as a ``dict`` of ``{extension name: 2D array}`` writes one image extension per map.
+    """
 
     pro_catg: str
     data: object
@@ -374,6 +377,8 @@ class _base_recipe_:
             header = self.product_header(product)
             if isinstance(product.data, CCDData):
                 write_image_product(path, product.data, header, overwrite=self.overwrite)
+            elif isinstance(product.data, dict):
+                write_maps_product(path, product.data, header, overwrite=self.overwrite)
             else:
                 write_table_product(path, product.data, header, overwrite=self.overwrite)
             qc_path = path.with_name(path.stem + "_QC.ecsv")
