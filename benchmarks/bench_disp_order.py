@@ -41,22 +41,31 @@ def sof(path, files):
     return path
 
 
+def first_guess(work, arm, kinds):
+    """Simulate an arm's single-pinhole arc (+ ``kinds``), make its VIS master bias and first-guess DISP_TAB.
+
+    Returns ``(out, truth, bias, arcs, disp)``: the folder, its truth, the master-bias paths
+    (VIS), the disp_solution input files and the DISP_TAB path.
+    """
+    out = work / arm
+    simulate_calibration_set(out, arm, kinds=["pinhole_arc", *kinds] + (["bias"] if arm == "VIS" else []), seed=1)
+    truth = load_truth(out / "truth")
+    bias = []
+    if arm == "VIS":
+        bias = [str(p) for p in soxs_mbias(truth.raw_files(kind="bias"), output_dir=out / "cal").run()]
+    arcs = [str(p) for p in truth.raw_files(kind="pinhole_arc")] + bias
+    # the DISP_TAB the later recipes take: one untimed run
+    subprocess.run([sys.executable, "-m", "soxspipe", "disp_solution", str(sof(out / "arc.sof", arcs)), "-o",
+                    str(out / "cal")], check=True, capture_output=True)
+    disp = str(next((out / "cal").glob(f"DISP_TAB_{arm}_*[0-9].fits")))
+    return out, truth, bias, arcs, disp
+
+
 def main():
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="soxs_bench_"))
     print(f"{'recipe':14s} {'arm':4s} {'recipe s':>9s} {'floor s':>8s} {'ratio':>6s}")
     for arm in ("VIS", "NIR"):
-        out = work / arm
-        kinds = ["pinhole_arc", "pinhole_flat"] + (["bias"] if arm == "VIS" else [])
-        simulate_calibration_set(out, arm, kinds=kinds, seed=1)
-        truth = load_truth(out / "truth")
-        bias = []
-        if arm == "VIS":
-            bias = [str(p) for p in soxs_mbias(truth.raw_files(kind="bias"), output_dir=out / "cal").run()]
-        arcs = [str(p) for p in truth.raw_files(kind="pinhole_arc")] + bias
-        # the DISP_TAB the order_centres runs take: one untimed run
-        subprocess.run([sys.executable, "-m", "soxspipe", "disp_solution", str(sof(out / "arc.sof", arcs)), "-o",
-                        str(out / "cal")], check=True, capture_output=True)
-        disp = str(next((out / "cal").glob(f"DISP_TAB_{arm}_*.fits")))
+        out, truth, bias, arcs, disp = first_guess(work, arm, ["pinhole_flat"])
         flats = [str(p) for p in truth.raw_files(kind="pinhole_flat")] + bias + [disp]
         for recipe, files in (("disp_solution", arcs), ("order_centres", flats)):
             set_file = sof(out / f"{recipe}.sof", files)
