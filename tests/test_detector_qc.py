@@ -154,3 +154,31 @@ def test_detector_frame_plot_writes_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert [p.name for p in tmp_path.iterdir()] == ["bias.png"]
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_draw_plots_in_background_or_inline(tmp_path, busy):
+    """Plots are drawn (forked when single-threaded, inline otherwise) and a failing one costs nothing else."""
+    import threading
+
+    from soxspipe.commonutils.qc_plots import draw_plots
+
+    def good(path):
+        path.write_bytes(b"png")
+
+    def broken(path):
+        raise ValueError("no data")
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    if busy:
+        helper.start()
+    try:
+        wait = draw_plots([(broken, tmp_path / "qc" / "a.png"), (good, tmp_path / "qc" / "b.png")])
+        if busy:  # drawn at once
+            assert (tmp_path / "qc" / "b.png").read_bytes() == b"png"
+        wait()
+    finally:
+        stop.set()
+    assert (tmp_path / "qc" / "b.png").read_bytes() == b"png"
+    assert not (tmp_path / "qc" / "a.png").exists()

@@ -5,10 +5,8 @@ written under a temporary name, as the other QC plots are.
 """
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from .product_io import publish
+from .qc_plots import new_figure
 
 
 def astrometry_quicklook(image, mask, *, x, y, matched, residuals, title, path, vector_scale=None):
@@ -42,8 +40,7 @@ def astrometry_quicklook(image, mask, *, x, y, matched, residuals, title, path, 
     if vector_scale is None:
         biggest = float(np.max(np.hypot(res[:, 0], res[:, 1]))) if len(res) else 0.0
         vector_scale = 60.0 / biggest if biggest > 0 else 1.0
-    fig = Figure(figsize=(8, 8.4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(8, 8.4))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(shown, origin="lower", cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     ax.plot(x, y, ".", ms=2, color="tab:blue", label=f"{len(x)} sources")

@@ -1,25 +1,71 @@
 """Quality-control plots of frames, written as PNG files.
 
 Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas,
-never through pyplot, so that nothing leaks into global state.
+never through pyplot, so that nothing leaks into global state. matplotlib is
+imported only when a figure is made: a recipe run pays for it only where it draws.
 """
 
 import logging
+import multiprocessing
+import os
+import threading
 
 import bottleneck as bn
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from .detector_qc import nan_filled, robust_stats
 from .product_io import publish
 
 log = logging.getLogger(__name__)
 
+def new_figure(**kwargs):
+    """A :class:`matplotlib.figure.Figure` (keyword arguments as its own) attached to an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def draw_plots(plots):
+    """Start drawing QC plots, ``[(draw, path)]`` where ``draw(path)`` writes one PNG; return a function that waits.
+
+    In a single-threaded process on a platform that forks, the plots are drawn by a
+    forked child, so that drawing (and importing matplotlib) overlaps whatever the
+    caller does next, typically writing the products. Elsewhere they are drawn at once.
+    A plot that fails is logged as a warning: plots never fail a run.
+    """
+    def draw_all():
+        failed = 0
+        for draw, path in plots:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                draw(path)
+            except Exception as exc:  # a broken plot must not cost the products
+                log.warning("QC plot %s not drawn: %s", path.name, exc)
+                failed += 1
+        return failed
+
+    forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    if not plots or not forkable:
+        draw_all()
+        return lambda: None
+    child = multiprocessing.get_context("fork").Process(target=lambda: os._exit(1 if draw_all() else 0), daemon=True)
+    child.start()
+
+    def wait():
+        child.join()
+        if child.exitcode:
+            log.warning("%d QC plot(s) could not be drawn; see the messages above", len(plots))
+    return wait
+
+
 _MAX_DISPLAY = 800
 """Largest number of displayed pixels along either axis; bigger images are block-averaged."""
 
 _MAX_HIST_VALUES = 1 << 20
+
+_PROFILE_SAMPLE = 512
 
 
 def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
@@ -66,8 +112,7 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
         vmin, vmax = vmin - 0.5, vmin + 0.5
 
     # a fixed layout: constrained layout would cost more than drawing the figure
-    fig = Figure(figsize=(9, 8), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(9, 8), dpi=100)
     grid = fig.add_gridspec(2, 2, width_ratios=(3, 1), height_ratios=(3, 1), left=0.17, right=0.9,
                             bottom=0.08, top=0.92, wspace=0.08, hspace=0.2)
     ax_img = fig.add_subplot(grid[0, 0])
@@ -90,8 +135,9 @@ def detector_frame_plot(image, *, mask=None, title, path, unit="e-"):
     ax_img.tick_params(labelbottom=False)
 
     with np.errstate(all="ignore"):
-        column_profile = bn.nanmedian(work, axis=0)
-        row_profile = bn.nanmedian(work, axis=1)
+        # medians of up to _PROFILE_SAMPLE rows (columns) are as good as all of them on a plot
+        column_profile = bn.nanmedian(work[:: max(1, ny // _PROFILE_SAMPLE)], axis=0)
+        row_profile = bn.nanmedian(work[:, :: max(1, nx // _PROFILE_SAMPLE)], axis=1)
     ax_col.plot(np.arange(nx), column_profile, lw=0.6, color="C0")
     ax_col.set_xlim(-0.5, nx - 0.5)
     ax_col.set_xlabel("x [px]")

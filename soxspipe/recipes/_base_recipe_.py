@@ -29,6 +29,7 @@ from ..commonutils.keywords import header_value, set_value
 from ..commonutils.prepare import prepare_frame
 from ..commonutils.product_io import publish, write_image_product, write_maps_product, write_table_product
 from ..commonutils.qc import QCRecorder
+from ..commonutils.qc_plots import draw_plots
 from ..commonutils.settings import default_settings, qc_ranges, recipe_settings
 from ..commonutils.sof import read_sof_inputs
 from ..products import read_image_product
@@ -54,7 +55,8 @@ class Product:
     pro_type: str = "REDUCED"
     pro_tech: str = "IMAGE"
     header_cards: dict = field(default_factory=dict)
-    #: QC plots as ``(suffix, draw)`` pairs; ``draw(path)`` writes the PNG once the product is written
+    #: QC plots as ``(suffix, draw)`` pairs; ``draw(path)`` writes the PNG (from data in memory, while
+    #: the products are being written)
     plots: list = field(default_factory=list)
 
 
@@ -106,6 +108,7 @@ class _base_recipe_:
         self.arm = None
         self.params = {}
         self.qc = QCRecorder()
+        self._plot_waits = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class _base_recipe_:
             paths = self.write_products(products)
             log.info("%s finished in %.1f s", self.recipe_id, time.perf_counter() - start)
         finally:
+            self.wait_for_plots()
             logging.getLogger("soxspipe").removeHandler(handler)
             handler.close()
         return paths
@@ -372,26 +376,44 @@ class _base_recipe_:
             for path in paths:
                 if path.exists():
                     raise ProductExistsError(f"{path}: product exists; use -x to overwrite it")
+        for product in products:
+            self.start_plots(product)
         written = []
-        for product, path in zip(products, paths):
-            header = self.product_header(product)
-            if isinstance(product.data, CCDData):
-                write_image_product(path, product.data, header, overwrite=self.overwrite)
-            elif isinstance(product.data, dict):
-                write_maps_product(path, product.data, header, overwrite=self.overwrite)
-            else:
-                write_table_product(path, product.data, header, overwrite=self.overwrite)
-            qc_path = path.with_name(path.stem + "_QC.ecsv")
-            publish(lambda tmp: self.qc.table().write(tmp, format="ascii.ecsv"), qc_path, overwrite=True)
-            if self.plots_enabled:
-                for suffix, draw in product.plots:
-                    plot = self.output_dir / "qc" / f"{path.stem}_{suffix}.png"
-                    plot.parent.mkdir(parents=True, exist_ok=True)
-                    draw(plot)
-            status = "FAIL: " + ", ".join(v.name for v in self.qc.failed) if self.qc.failed else "PASS"
-            log.info("wrote %s (QC %s)", path, status)
-            written.append(path)
+        try:
+            for product, path in zip(products, paths):
+                header = self.product_header(product)
+                if isinstance(product.data, CCDData):
+                    write_image_product(path, product.data, header, overwrite=self.overwrite)
+                elif isinstance(product.data, dict):
+                    write_maps_product(path, product.data, header, overwrite=self.overwrite)
+                else:
+                    write_table_product(path, product.data, header, overwrite=self.overwrite)
+                qc_path = path.with_name(path.stem + "_QC.ecsv")
+                publish(lambda tmp: self.qc.table().write(tmp, format="ascii.ecsv"), qc_path, overwrite=True)
+                status = "FAIL: " + ", ".join(v.name for v in self.qc.failed) if self.qc.failed else "PASS"
+                log.info("wrote %s (QC %s)", path, status)
+                written.append(path)
+        finally:
+            self.wait_for_plots()
         return written
+
+    def start_plots(self, product):
+        """Start drawing ``product``'s QC plots, in the background where the platform allows.
+
+        A recipe may call it as soon as the plotted data are final, so that the drawing
+        overlaps its remaining work; the plots are not drawn twice.
+        """
+        if not self.plots_enabled or not product.plots:
+            return
+        stem = self.product_path(product).stem
+        self._plot_waits.append(draw_plots([(draw, self.output_dir / "qc" / f"{stem}_{suffix}.png")
+                                            for suffix, draw in product.plots]))
+        product.plots = []
+
+    def wait_for_plots(self):
+        """Wait for every plot started by :meth:`start_plots`."""
+        while self._plot_waits:
+            self._plot_waits.pop()()
 
     @property
     def plots_enabled(self):

@@ -37,6 +37,11 @@ class soxs_mbias(_base_recipe_):
         master = self.combine(frames)
         bad = out_of_range_pixels(master.data, mask=master.mask, nsigma=self.params["bad-pixel-sigma"])
         master.mask = master.mask | bad
+
+        catg = f"MASTER_BIAS_{self.arm}"
+        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=catg, path=path))
+        product = Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])
+        self.start_plots(product)  # drawn while the QC is measured
         level, _ = robust_stats(master.data, master.mask)
         structx, structy = structure_slopes(master.data, mask=master.mask)
 
@@ -49,7 +54,4 @@ class soxs_mbias(_base_recipe_):
         self.qc.add("BADPIX NUM", int(master.mask.sum()), "", "bad pixels in the master")
         self.qc.add("BADPIX FRAC", float(master.mask.mean()), "", "fraction of bad pixels")
         self.record_temperature()
-
-        catg = f"MASTER_BIAS_{self.arm}"
-        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=catg, path=path))
-        return [Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])]
+        return [product]

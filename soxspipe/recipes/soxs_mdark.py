@@ -26,6 +26,11 @@ class soxs_mdark(_base_recipe_):
         exptime = self.raw_frames[0].exptime
         hot = hot_pixels(master.data, exptime=exptime, nsigma=self.params["hot-pixel-sigma"])
         master.mask = master.mask | hot
+
+        catg = f"MASTER_DARK_{self.arm}"
+        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=f"{catg} {exptime:g} s", path=path))
+        product = Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])
+        self.start_plots(product)  # drawn while the QC is measured
         level, _ = robust_stats(master.data, master.mask)
 
         self.qc.add("MDARK MEDIAN", level, "e", f"median level of the master dark ({exptime:g} s)")
@@ -33,7 +38,4 @@ class soxs_mdark(_base_recipe_):
         self.qc.add("HOTPIX NUM", int(hot.sum()), "", "hot pixels")
         self.qc.add("HOTPIX FRAC", float(hot.mean()), "", "fraction of hot pixels")
         self.record_temperature()
-
-        catg = f"MASTER_DARK_{self.arm}"
-        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=f"{catg} {exptime:g} s", path=path))
-        return [Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])]
+        return [product]
