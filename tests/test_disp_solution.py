@@ -119,6 +119,16 @@ def run_cli(args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+def assert_fails_clearly(args, cwd, message, out, products):
+    """The command line exits 1 or 2 with a one-line ``message`` (a regex), no traceback, and no ``products``
+    (a glob) in ``out``."""
+    result = run_cli(args, cwd)
+    assert result.returncode in (1, 2), result.stdout
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert not list(out.glob(products)) if out.exists() else True
+
+
 def modified_arc(s, folder, change):
     """Copy the VIS arc with its data changed by ``change(data)``; return a SOF with it and the bias."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,11 +169,7 @@ def test_bad_arcs_fail_clearly(sets, tmp_path, change, poly, message):
     s = sets("VIS", "nominal")
     sof = modified_arc(s, tmp_path / "in", change or (lambda d: d))
     args = ["disp_solution", sof, "-o", tmp_path / "out"] + ([f"--poly={poly}"] if poly else [])
-    result = run_cli(args, tmp_path)
-    assert result.returncode in (1, 2), result.stdout
-    assert "Traceback" not in result.stderr
-    assert re.search(message, result.stderr), result.stderr
-    assert not list((tmp_path / "out").glob("DISP_TAB*")) if (tmp_path / "out").exists() else True
+    assert_fails_clearly(args, tmp_path, message, tmp_path / "out", "DISP_TAB*")
 
 
 def test_poly_option_sets_the_degrees(sets, tmp_path):

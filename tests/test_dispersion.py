@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from soxspipe.commonutils.dispersion import (DispersionSolution, SolutionError, SolveSettings, fit_solution,
-                                             solve_dispersion)
+from soxspipe.commonutils.dispersion import (DispersionSolution, LineMeasurements, SolutionError, SolveSettings,
+                                             extend_along_slit, fit_solution, solve_dispersion)
+from soxspipe.commonutils.lines import centroids
 from test_lines import spots
 
 
@@ -61,3 +62,43 @@ def test_blank_frame_and_too_few_lines_fail(arc):
     with pytest.raises(SolutionError, match="too few good lines for the fit: .* points for 123 coefficients"):
         solve_dispersion(image, variance, np.zeros(image.shape, bool), order, wavelength, prior,
                          settings(degrees=(2, 40, 0)))
+
+
+def slit_images(wavelength, slit):
+    """One order along y; the slit's image tilts more along the order (0.5 to 1.05 px per arcsec) and curves."""
+    y = 20 + 2.4 * (wavelength - 500) + (0.5 + 0.01 * (wavelength - 500)) * slit
+    return 70 + 7.0 * slit + 0.02 * (wavelength - 500) + 0.05 * slit ** 2, y
+
+
+def test_missing_pinhole_images_are_found_along_the_slit():
+    """Lines 500-525 nm measured at all 9 pinholes, 530-555 nm at the central 3 only (as beyond a solution's
+    reach): the outer images are predicted from the measured ones and found; the 555 nm line has no images
+    at |s| >= 3 arcsec on the frame, and they stay not found."""
+    positions = np.arange(-4.0, 5.0)
+    wavelength, slit = (a.ravel() for a in np.meshgrid(np.arange(500.0, 560.0, 5.0), positions, indexing="ij"))
+    x, y = slit_images(wavelength, slit)
+    on_frame = ~((wavelength == 555) & (np.abs(slit) >= 3))
+    rng = np.random.default_rng(5)
+    image = spots((320, 140), x[on_frame], y[on_frame], np.full(on_frame.sum(), 3e4), 1.0, 0.9)
+    variance = image + 25.0
+    image = image + rng.normal(0, np.sqrt(variance))
+    s = SolveSettings(degrees=(0, 2, 0), wave_variable="wavelength", half_width=(3, 3), slit_passes=8)
+    known = (wavelength < 530) | (np.abs(slit) <= 1)
+    c = centroids(image, x[known], y[known], half_width=s.half_width, variance=variance)
+    n = x.size
+    values = {k: np.full(n, np.nan) for k in ("x", "y", "flux", "snr", "sigma_x", "sigma_y", "core_x", "core_y")}
+    for k, v in (("x", c.x), ("y", c.y), ("flux", c.flux), ("snr", c.flux / c.flux_error), ("sigma_x", c.sigma_x),
+                 ("sigma_y", c.sigma_y), ("core_x", c.core_sigma_x), ("core_y", c.core_sigma_y)):
+        values[k][known] = v
+    reason = np.where(known, "", "not found")
+    before = values["x"].copy()
+    lines = LineMeasurements(np.ones(n, int), wavelength, x, y, values["x"], values["y"], values["flux"],
+                             values["snr"], values["sigma_x"], values["sigma_y"], reason.astype("<U16"),
+                             core_sigma_x=values["core_x"], core_sigma_y=values["core_y"], slit=slit)
+    added = extend_along_slit(image, variance, np.zeros(image.shape, bool), lines, positions, s)
+    assert added == int((~known & on_frame).sum()) == 32
+    assert np.array_equal(lines.used, on_frame)
+    # noise-limited centroids (3e4 e: ~0.006 px each; measured: at most 0.022 px), the others unchanged
+    assert np.abs(lines.x[on_frame] - x[on_frame]).max() < 0.03
+    assert np.abs(lines.y[on_frame] - y[on_frame]).max() < 0.03
+    assert np.array_equal(lines.x[known], before[known])

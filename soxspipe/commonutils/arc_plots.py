@@ -31,22 +31,32 @@ def line_frame_plot(image, lines, *, title, path):
     return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
 
 
-def residual_plot(lines, *, title, path):
-    """Residuals (measured - fitted) in x and y against wavelength, coloured by order."""
-    fig = Figure(figsize=(8, 6), dpi=100)
+def _residual_panels(lines, title, path, *, figsize, grid, draw):
+    """One panel per axis (x, y) of the used lines' residuals (measured - fitted).
+
+    ``draw(ax, name, residuals, used)`` fills a panel and returns its colour scale and label.
+    """
+    fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     used = lines.used
     for k, name in enumerate(("x", "y")):
-        ax = fig.add_subplot(2, 1, k + 1)
-        res = getattr(lines, name) - getattr(lines, f"{name}_fit")
-        points = ax.scatter(lines.wavelength[used], res[used], c=lines.order[used], s=6, cmap="viridis")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_ylabel(f"{name} residual [px]")
-        if k == 1:
-            ax.set_xlabel("wavelength [nm]")
-        fig.colorbar(points, ax=ax, label="order")
+        ax = fig.add_subplot(*grid, k + 1)
+        points, label = draw(ax, name, (getattr(lines, name) - getattr(lines, f"{name}_fit"))[used], used)
+        fig.colorbar(points, ax=ax, label=label)
     fig.suptitle(title)
     return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
+
+
+def residual_plot(lines, *, title, path):
+    """Residuals (measured - fitted) in x and y against wavelength, coloured by order."""
+    def draw(ax, name, res, used):
+        points = ax.scatter(lines.wavelength[used], res, c=lines.order[used], s=6, cmap="viridis")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylabel(f"{name} residual [px]")
+        if name == "y":
+            ax.set_xlabel("wavelength [nm]")
+        return points, "order"
+    return _residual_panels(lines, title, path, figsize=(8, 6), grid=(2, 1), draw=draw)
 
 
 def trace_plot(image, traces, dispersion_axis, *, title, path):
@@ -61,20 +71,14 @@ def trace_plot(image, traces, dispersion_axis, *, title, path):
 
 def residual_map_plot(lines, *, title, path):
     """Residuals (measured - fitted) in x and y of the used line images, coloured, at their detector positions."""
-    fig = Figure(figsize=(11, 6), dpi=100)
-    FigureCanvasAgg(fig)
-    used = lines.used
-    for k, name in enumerate(("x", "y")):
-        ax = fig.add_subplot(1, 2, k + 1)
-        res = (getattr(lines, name) - getattr(lines, f"{name}_fit"))[used]
+    def draw(ax, name, res, used):
         limit = max(float(np.percentile(np.abs(res), 98)), 1e-3) if res.size else 1.0
         points = ax.scatter(lines.x[used], lines.y[used], c=res, s=4, cmap="coolwarm", vmin=-limit, vmax=limit)
         ax.set_xlabel("x [px]")
         ax.set_ylabel("y [px]")
         ax.set_title(f"{name} residual")
-        fig.colorbar(points, ax=ax, label=f"{name} residual [px]")
-    fig.suptitle(title)
-    return publish(lambda tmp: fig.savefig(tmp, format="png"), path, overwrite=True)
+        return points, f"{name} residual [px]"
+    return _residual_panels(lines, title, path, figsize=(11, 6), grid=(1, 2), draw=draw)
 
 
 def resolving_power_plot(wavelength, power, order, *, title, path):

@@ -9,7 +9,9 @@ smooth functions of m lambda and need lower degrees across orders).
 (predicted on the frame, no comparable neighbour nearby) and
 :func:`solve_dispersion` finds them on a frame and fits the solution: global
 shift, nearest-peak matching, vectorised centroids, rejection, clipped fits,
-repeated with tighter windows as the prediction improves. No I/O here.
+repeated with tighter windows as the prediction improves. With several pinholes,
+:func:`extend_along_slit` then measures the images the solution could not
+predict, from the images of the same lines along the slit. No I/O here.
 """
 
 import logging
@@ -210,6 +212,13 @@ def select_candidates(order, wavelength, amplitude, solution, *, shape, dispersi
     return np.nonzero(on & (np.abs(pull) <= max_bias))[0]
 
 
+def pinhole_sets(order, wavelength, found, minimum):
+    """Line images whose line (order, wavelength) has at least ``minimum`` images ``found``."""
+    key = np.unique(np.c_[order, np.round(wavelength, 5)], axis=0, return_inverse=True)[1].ravel()
+    counts = np.bincount(key, weights=np.asarray(found, float))
+    return counts[key] >= minimum
+
+
 @dataclass
 class LineMeasurements:
     """Every candidate line: prediction, measurement, verdict (arrays of one value per line)."""
@@ -302,39 +311,55 @@ class SolveSettings:
     #: the global shift uses this many of the brightest peaks per predicted line
     shift_peaks_per_line: float = 3.0
     fit_min_sigma: float = 0.05
+    #: passes of :func:`extend_along_slit` (0: none), how far (px along the dispersion) its reference
+    #: lines may be, and how closely (px) the steps predicting an image must agree
+    slit_passes: int = 0
+    slit_max_gap: float = 300.0
+    slit_tolerance: float = 1.0
 
 
-def _measure(image, variance, mask, x0, y0, order, w, peaks, radius, s):
-    """The nearest peak within ``radius`` of each prediction, its centroid and its verdict."""
+_MEASURED = ("x", "y", "flux", "snr", "sigma_x", "sigma_y", "core_sigma_x", "core_sigma_y")
+
+
+def _measure(image, variance, mask, x0, y0, order, w, peaks, radius, s, kept=None, known=None):
+    """The nearest peak within ``radius`` of each prediction, its centroid and its verdict.
+
+    ``kept`` marks images measured before, whose ``x0, y0`` are their centroids and whose
+    measurements ``known`` (a dict of arrays) are kept as they are: they are not measured
+    again, but a new image sharing a peak with one of them, or off the trend of their
+    widths, is a blend.
+    """
     index = match_nearest(x0, y0, peaks[0], peaks[1], radius)
+    kept = np.zeros(x0.size, bool) if kept is None else np.asarray(kept, bool)
     found = index >= 0
+    new = found & ~kept
     n = x0.size
-    reason = np.where(found, "", "not found").astype(object)
-    out = {k: np.full(n, np.nan) for k in ("x", "y", "flux", "snr", "sigma_x", "sigma_y", "core_sigma_x",
-                                           "core_sigma_y")}
-    if found.any():
-        c = centroids(image, peaks[0][index[found]], peaks[1][index[found]], half_width=s.half_width,
+    reason = np.where(found | kept, "", "not found").astype(object)
+    out = {k: np.where(kept, known[k], np.nan) if kept.any() else np.full(n, np.nan) for k in _MEASURED}
+    if new.any():
+        c = centroids(image, peaks[0][index[new]], peaks[1][index[new]], half_width=s.half_width,
                       variance=variance, mask=mask, weight_sigma=s.weight_sigma)
         # the global width test is loose: widths change along the orders; the local one below is tight
         verdict = reject_lines(c, saturation=s.saturation, min_snr=s.min_snr, width_ratio=2 * s.width_ratio,
                                background_fraction=s.background_fraction, core_ratio=s.core_ratio)
         # candidates sharing one peak are unresolved from each other
-        shared = np.bincount(index[found], minlength=peaks[0].size)[index[found]] > 1
+        shared = np.bincount(index[found], minlength=peaks[0].size)[index[new]] > 1
         verdict = np.where((verdict == "") & shared, "blend", verdict)
         # a centroid that wandered out of the matching window belongs to another line
-        far = np.hypot(c.x - x0[found], c.y - y0[found]) > radius + 1.0
+        far = np.hypot(c.x - x0[new], c.y - y0[new]) > radius + 1.0
         verdict = np.where((verdict == "") & far, "blend", verdict)
-        reason[found] = verdict
+        reason[new] = verdict
         with np.errstate(all="ignore"):
             for k, v in (("x", c.x), ("y", c.y), ("flux", c.flux), ("snr", c.flux / c.flux_error),
                          ("sigma_x", c.sigma_x), ("sigma_y", c.sigma_y), ("core_sigma_x", c.core_sigma_x),
                          ("core_sigma_y", c.core_sigma_y)):
-                out[k][found] = v
+                out[k][new] = v
         with np.errstate(all="ignore"):
             # line images change size along an order, so a blend shows against its neighbours' widths,
             # one-sided: where most lines carry faint neighbours, the narrow ones are the clean ones
             widths = np.log(np.c_[out["sigma_x"], out["sigma_y"]])
-            reason[_off_trend(order, w, widths, reason == "", np.log(s.width_ratio), one_sided=True)] = "blend"
+            odd = _off_trend(order, w, widths, reason == "", np.log(s.width_ratio), one_sided=True)
+            reason[odd & ~kept] = "blend"
     return out, reason.astype(str)
 
 
@@ -477,6 +502,144 @@ def solve_dispersion(image, variance, mask, order, wavelength, prior, settings, 
                             f"{int((~measurable).sum())} more saturated, on bad pixels or off the frame): lines "
                             "misidentified or blended, the solution would not be reliable")
     return solution, lines, shift
+
+
+def extend_along_slit(image, variance, mask, lines, positions, settings):
+    """Measure the missing pinhole images of partly measured lines, outward along the slit.
+
+    Beyond the lines a solution was fitted to (the end of an order whose lines were not
+    found yet), its predictions at the outer pinholes can be pixels off, although the
+    images of one line lie on the image of the slit, which is nearly straight and changes
+    shape slowly along an order. So an image missing next to a measured one, on the side
+    away from the slit centre, is predicted from that image plus the step between the same
+    two pinholes in the nearest lines of the order measured at both (their median, where
+    at least two agree within ``slit_tolerance`` px, no further than ``slit_max_gap`` px
+    along the dispersion), or the line's own last step extended; where both exist they must
+    agree. The predicted images are measured as in :func:`solve_dispersion` (nearest peak
+    within ``radius``, centroid, rejection), pass after pass (``slit_passes`` at most)
+    while passes add images: each reaches one pinhole further and, through the
+    reference lines, further along the order.
+
+    Parameters
+    ----------
+    image, variance, mask : numpy.ndarray
+        As for :func:`solve_dispersion`.
+    lines : LineMeasurements
+        Images of lines at several pinholes (``lines.slit`` set), e.g. from
+        :func:`solve_dispersion`; the images found get their measurement and reason ''
+        (in place).
+    positions : array_like
+        Slit positions (arcsec) of the pinholes.
+    settings : SolveSettings
+
+    Returns
+    -------
+    int
+        Number of images added.
+    """
+    s = settings
+    if lines.order.size == 0:
+        return 0
+    positions = np.asarray(positions, float)
+    # one row per line, one column per pinhole: index of its image in ``lines`` (-1: none)
+    key = np.unique(np.c_[lines.order, np.round(lines.wavelength, 5)], axis=0, return_inverse=True)[1].ravel()
+    grid = np.full((key.max() + 1, positions.size), -1)
+    grid[key, np.argmin(np.abs(lines.slit[:, None] - positions[None]), axis=1)] = np.arange(key.size)
+    exists, index = grid >= 0, np.maximum(grid, 0)
+    line_order = np.zeros(grid.shape[0])
+    line_order[key] = lines.order
+    centre = int(np.argmin(np.abs(positions)))
+    peaks = find_peaks(image, np.sqrt(np.maximum(variance, 1e-6)), nsigma=s.peak_sigma)
+    w = _w(lines.order, lines.wavelength, s)
+    added = 0
+    for _ in range(s.slit_passes):
+        x, y = np.where(exists, lines.x[index], np.nan), np.where(exists, lines.y[index], np.nan)
+        measured = exists & (lines.reason == "")[index]
+        # images not found, or found but rejected against a prediction that may have been wrong
+        missing = exists & np.isin(lines.reason, ["not found", "off prediction"])[index]
+        px, py = _slit_predictions(x, y, measured, missing, line_order, positions, centre, s)
+        predicted = np.isfinite(px)
+        if not predicted.any():
+            break
+        x0, y0 = lines.x.copy(), lines.y.copy()
+        x0[grid[predicted]], y0[grid[predicted]] = px[predicted], py[predicted]
+        take = np.zeros(lines.order.size, bool)
+        take[grid[predicted]] = True
+        kept = (lines.reason == "")
+        take |= kept
+        meas, reason = _measure(image, variance, mask, x0[take], y0[take], lines.order[take], w[take], peaks, s.radius,
+                                s, kept=kept[take], known={k: getattr(lines, k)[take] for k in _MEASURED})
+        found = ~kept[take] & (reason == "")
+        if not found.any():
+            break
+        got = np.flatnonzero(take)[found]
+        for k in _MEASURED:
+            getattr(lines, k)[got] = meas[k][found]
+        lines.reason[got] = ""
+        added += got.size
+    log.info("%d more line images measured along the slit", added)
+    return added
+
+
+def _slit_predictions(x, y, measured, missing, line_order, positions, centre, s):
+    """Predicted ``(x, y)`` (lines x pinholes, NaN where none) of missing images next to measured ones."""
+    px, py = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    d = y if s.dispersion_axis == "y" else x
+    for k in range(positions.size):
+        if k == centre:
+            continue
+        inward = 1 if k < centre else -1
+        k1, k2 = k + inward, k + 2 * inward
+        want = missing[:, k] & measured[:, k1]
+        if not want.any():
+            continue
+        sx, sy = _reference_steps(x, y, d, measured, line_order, want, k, k1, s)
+        if k2 != k1 and 0 <= k2 < positions.size:
+            # the line's own last step, scaled to the next pinhole
+            scale = (positions[k] - positions[k1]) / (positions[k1] - positions[k2])
+            ex, ey = (x[:, k1] - x[:, k2]) * scale, (y[:, k1] - y[:, k2]) * scale
+            own = want & measured[:, k2]
+            both = own & np.isfinite(sx)
+            disagree = both & ((np.abs(ex - sx) > s.slit_tolerance) | (np.abs(ey - sy) > s.slit_tolerance))
+            only_own = own & ~np.isfinite(sx)
+            sx = np.where(disagree, np.nan, np.where(only_own, ex, sx))
+            sy = np.where(disagree, np.nan, np.where(only_own, ey, sy))
+        go = want & np.isfinite(sx)
+        px[go, k], py[go, k] = x[go, k1] + sx[go], y[go, k1] + sy[go]
+    return px, py
+
+
+def _reference_steps(x, y, d, measured, line_order, want, k, k1, s):
+    """Step (x, y) from pinhole ``k1`` to ``k`` of the lines ``want``, from the nearest lines measured at both.
+
+    The up to four lines of the same order nearest along the dispersion (within
+    ``slit_max_gap`` px) vote; their median counts where at least two agree within
+    ``slit_tolerance`` px. NaN where there are no such lines.
+    """
+    sx, sy = np.full(want.size, np.nan), np.full(want.size, np.nan)
+    ref = np.flatnonzero(measured[:, k] & measured[:, k1])
+    asked = np.flatnonzero(want)
+    if ref.size == 0:
+        return sx, sy
+    # orders sit 1e7 px apart on one sorted axis
+    ref_key = line_order[ref] * 1e7 + d[ref, k1]
+    ref, ref_key = ref[np.argsort(ref_key)], np.sort(ref_key)
+    key = line_order[asked] * 1e7 + d[asked, k1]
+    near = np.clip(np.searchsorted(ref_key, key)[None] + np.arange(-2, 2)[:, None], 0, ref.size - 1)
+    valid = np.abs(ref_key[near] - key[None]) <= s.slit_max_gap
+    valid[1:] &= near[1:] != near[:-1]  # clipping at the ends repeats a line: count it once
+    steps_x = np.where(valid, x[ref[near], k] - x[ref[near], k1], np.nan)
+    steps_y = np.where(valid, y[ref[near], k] - y[ref[near], k1], np.nan)
+    voted = valid.any(axis=0)
+    mx = np.full(asked.size, np.nan)
+    my = np.full(asked.size, np.nan)
+    mx[voted] = np.nanmedian(steps_x[:, voted], axis=0)
+    my[voted] = np.nanmedian(steps_y[:, voted], axis=0)
+    with np.errstate(invalid="ignore"):
+        agree = ((np.abs(steps_x - mx) <= s.slit_tolerance) & (np.abs(steps_y - my) <= s.slit_tolerance)).sum(axis=0)
+    good = agree >= 2
+    sx[asked[good]], sy[asked[good]] = mx[good], my[good]
+    return sx, sy
 
 
 def _segment_shifts(order, x0, y0, peaks, s):

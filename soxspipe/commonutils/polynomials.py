@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.polynomial import legendre
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg.lapack import dpocon
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +146,39 @@ def solve_least_squares(matrix, values, max_condition=1e10):
 
     The normal equations, solved by Cholesky, cost a fraction of an SVD for the
     tall design matrices of a Legendre basis, whose columns are nearly orthogonal;
-    an ill-conditioned system falls back on ``numpy.linalg.lstsq``.
+    a system whose normal matrix has a condition number above ``max_condition`` falls
+    back on ``numpy.linalg.lstsq``.
     """
-    normal = matrix.T @ matrix
+    coeffs = _cholesky_solve(matrix.T @ matrix, matrix.T @ values, max_condition)
+    return np.linalg.lstsq(matrix, values, rcond=None)[0] if coeffs is None else coeffs
+
+
+def _cholesky_solve(normal, rhs, max_condition):
+    """Solve ``normal @ c = rhs`` by Cholesky; None where the condition number (LAPACK's estimate
+    from the factor, far cheaper than an SVD) exceeds ``max_condition``."""
     try:
-        if np.linalg.cond(normal) < max_condition:
-            factor = cho_factor(normal, check_finite=False)
-            return cho_solve(factor, matrix.T @ values, check_finite=False)
+        factor = cho_factor(normal, check_finite=False)
     except np.linalg.LinAlgError:
-        pass
-    return np.linalg.lstsq(matrix, values, rcond=None)[0]
+        return None
+    rcond, info = dpocon(factor[0], np.abs(normal).sum(axis=0).max(), uplo="L" if factor[1] else "U")
+    if info != 0 or not rcond > 1.0 / max_condition:
+        return None
+    return cho_solve(factor, rhs, check_finite=False)
+
+
+def _normal_equations(matrix, values, keep, fitted=None, normal=None, rhs=None):
+    """``A^T A`` and ``A^T v`` over the rows ``keep``; updated from those over the rows ``fitted`` when cheaper.
+
+    Clipping changes few points from one iteration to the next: adding and removing
+    their rows costs a fraction of summing all the rows again.
+    """
+    if fitted is not None:
+        added, removed = keep & ~fitted, fitted & ~keep
+        if added.sum() + removed.sum() < keep.sum() // 2:
+            a, r = matrix[added], matrix[removed]
+            return normal + a.T @ a - r.T @ r, rhs + a.T @ values[added] - r.T @ values[removed]
+    rows = matrix[keep]
+    return rows.T @ rows, rows.T @ values[keep]
 
 
 def leverage(matrix, keep):
@@ -167,10 +191,12 @@ def leverage(matrix, keep):
     fitted = matrix[keep]
     normal = fitted.T @ fitted
     try:
-        inverse_rows = cho_solve(cho_factor(normal, check_finite=False), matrix.T, check_finite=False).T
+        # a (L L^T)^-1 a^T = |L^-1 a^T|^2: one triangular solve
+        lower = cho_factor(normal, lower=True, check_finite=False)[0]
+        return (solve_triangular(lower, matrix.T, lower=True, check_finite=False) ** 2).sum(axis=0)
     except np.linalg.LinAlgError:
         inverse_rows = np.linalg.lstsq(normal, matrix.T, rcond=None)[0].T
-    return np.einsum("ij,ij->i", matrix, inverse_rows)
+        return np.einsum("ij,ij->i", matrix, inverse_rows)
 
 
 def robust_sigma(values):
@@ -226,11 +252,16 @@ def fit_clipped(variables, values, degrees, *, lows=None, highs=None, sigma=3.0,
     allowed &= np.all(np.isfinite(values), axis=1)
     keep = allowed.copy()
     iteration = 0
+    normal = rhs = fitted = None
     while True:
         iteration += 1
         if keep.sum() < n_coeffs:
             raise FitError(f"{int(keep.sum())} points for {n_coeffs} coefficients (degrees {degrees})")
-        coeffs = solve_least_squares(matrix[keep], values[keep])
+        normal, rhs = _normal_equations(matrix, values, keep, fitted, normal, rhs)
+        fitted = keep
+        coeffs = _cholesky_solve(normal, rhs, max_condition=1e10)
+        if coeffs is None:
+            coeffs = np.linalg.lstsq(matrix[keep], values[keep], rcond=None)[0]
         residuals = values - matrix @ coeffs
         if iteration >= max_iterations:
             break

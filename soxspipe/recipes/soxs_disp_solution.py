@@ -10,13 +10,15 @@ wavelength for an echelle) with sigma clipping. Products: ``DISP_TAB_<ARM>``
 """
 
 import logging
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 from astropy.table import Table
 
 from ..commonutils.detectors import detector
-from ..commonutils.dispersion import SolutionError, SolveSettings, fit_solution, select_candidates, solve_dispersion
+from ..commonutils.dispersion import (DispersionSolution, LineMeasurements, SolutionError, SolveSettings, fit_solution,
+                                      pinhole_sets, select_candidates, solve_dispersion)
+from ..commonutils.lines import Shift
 from ..commonutils.errors import DataError, UsageError
 from ..commonutils.arc_plots import line_frame_plot, residual_plot
 from ..static_calibrations import path as static_path
@@ -36,24 +38,29 @@ def parse_degrees(text, n, option="--poly"):
     return values
 
 
-def read_predicted_table(name, slit_index, binning, shape, margin=60):
-    """Order, wavelength and (x, y) of the single pinhole from a bundled predicted table, at ``binning``.
+def read_predicted_table(name, binning, shape, slit_index=None, margin=60):
+    """Order, wavelength, slit position (arcsec) and (x, y) of the rows of a bundled predicted line table.
 
-    Rows predicted further than ``margin`` pixels off the frame (of numpy ``shape``) are
-    dropped: ray-traced tables are not smooth far off the detector.
+    ``slit_index`` keeps the rows of that pinhole only (default: all). Positions are divided
+    by the binning unless the table is made for it; rows predicted further than ``margin``
+    pixels off the frame (of numpy ``shape``) are dropped: ray-traced tables are not smooth
+    far off the detector.
     """
     table = Table.read(static_path(name))
     cols = {c.lower(): c for c in table.colnames}
-    keep = np.asarray(table[cols["slit_index"]]) == slit_index
+    keep = np.ones(len(table), bool)
+    if slit_index is not None:
+        keep &= np.asarray(table[cols["slit_index"]]) == slit_index
     if "delete" in cols:
         keep &= np.asarray(table[cols["delete"]]) == 0
     table = table[keep]
+    binning = tuple(binning)
     scale = (1, 1) if name.endswith(f"_{binning[0]}x{binning[1]}.fits") or binning == (1, 1) else binning
     x = np.asarray(table[cols["detector_x"]], float) / scale[0]
     y = np.asarray(table[cols["detector_y"]], float) / scale[1]
     near = (x > -margin) & (x < shape[1] + margin) & (y > -margin) & (y < shape[0] + margin)
     return (np.asarray(table[cols["order"]], int)[near], np.asarray(table[cols["wavelength"]], float)[near],
-            x[near], y[near])
+            np.asarray(table[cols["slit_position"]], float)[near], x[near], y[near])
 
 
 def read_line_list(name, lamps, lamp_elements, orders, wl_ranges):
@@ -95,12 +102,27 @@ def order_ranges(arm, margin=0.0):
     return np.asarray(fmt["ORDER"], int), list(zip(lo - pad, hi + pad))
 
 
+@dataclass
+class ArcFit:
+    """What :meth:`soxs_disp_solution.find_lines` found on the lamp frame."""
+
+    #: the prepared, background-subtracted lamp frame (e-)
+    image: np.ndarray
+    settings: SolveSettings
+    solution: DispersionSolution
+    lines: LineMeasurements
+    #: the frame's global shift against the first guess
+    shift: Shift
+
+
 class soxs_disp_solution(_base_recipe_):
     """Fit the first-guess dispersion solution of a single-pinhole arc: ``DISP_TAB_<ARM>``."""
 
     name = "disp_solution"
     raw_kinds = ("pinhole_arc",)
     calibrations = {"MASTER_BIAS": "has_bias", "MASTER_DARK": False}
+    #: what the recipe fits, for its error messages
+    solution_name = "dispersion solution"
 
     def degrees(self):
         """Solution degrees ``(order, w, slit)`` from ``--poly`` or the settings."""
@@ -121,49 +143,87 @@ class soxs_disp_solution(_base_recipe_):
             saturation=p["saturation-fraction"] * det.saturation_adu * det.gain(self.raw_frames[0].readout))
         return SolveSettings(**values)
 
-    def first_guess(self, shape):
-        """The predicted table's lines (order, wavelength) and the solution fitted to them."""
+    def predicted_model(self, shape):
+        """The bundled predicted table's lines (order, wavelength) and the solution fitted to them."""
         p = self.params
         binning = tuple(self.raw_frames[0].binning)
         tables = p["predicted-table"]
-        table = tables.get(f"{binning[0]}x{binning[1]}", tables["1x1"])
-        order, wavelength, x, y = read_predicted_table(table, p["predicted-slit-index"], binning, shape)
+        name = tables.get(f"{binning[0]}x{binning[1]}", tables["1x1"])
+        order, wavelength, slit, x, y = read_predicted_table(name, binning, shape, p.get("predicted-slit-index"))
         known = np.isin(order, order_ranges(self.arm)[0])
-        prior, _ = fit_solution(order[known], wavelength[known], 0.0, x[known], y[known],
-                                tuple(p["predicted-degrees"]) + (0,), wave_variable=p["wave-variable"], sigma=3.0,
+        degrees = tuple(p["predicted-degrees"])
+        model, _ = fit_solution(order[known], wavelength[known], slit[known], x[known], y[known],
+                                degrees + (0,) * (3 - len(degrees)), wave_variable=p["wave-variable"], sigma=3.0,
                                 max_iterations=5)
-        return order[known], wavelength[known], prior
+        return order[known], wavelength[known], model
 
-    def reduce(self):
+    def first_guess(self, shape):
+        """The lines (order, wavelength) the prior is made from, and the prior predicting the lines."""
+        return self.predicted_model(shape)
+
+    def find_lines(self):
+        """Prepare the lamp frame, find the lamp's clean lines on it and fit the solution: an :class:`ArcFit`.
+
+        The candidates are the atlas lines of the lamps that are on, at each pinhole
+        (setting ``pinhole-positions``, else the slit centre only), predicted on the frame by
+        the first guess and not blended; a multi-pinhole line needs ``min-pinholes`` such images.
+        Each of the ``stages`` (default 1) measures them from the solution of the last, then
+        :meth:`after_stage` may measure more and refit.
+        """
         p = self.params
         det = detector(self.arm)
-        first = self.raw_frames[0]
         frame = self.lamp_frame()
         image, variance, mask = frame.data, frame.uncertainty.array ** 2, frame.mask
         settings = self.solve_settings(det)
-
-        po, pw, prior = self.first_guess(image.shape)
+        axis = det.dispersion_axis
+        table_order, table_wavelength, prior = self.first_guess(image.shape)
         orders, ranges = order_ranges(self.arm)
         lamps = sorted({lamp for f in self.raw_frames for lamp in f.lamps})
-        lo, lw, la = read_line_list(p["line-list"], lamps, p["lamp-elements"], orders, ranges)
-        pick = select_candidates(lo, lw, la, prior, shape=image.shape, dispersion_axis=det.dispersion_axis,
-                                 line_sigma=p["line-sigma"],
-                                 half_width=settings.half_width[0 if det.dispersion_axis == "x" else 1],
-                                 max_bias=p["blend-max-bias"])
-        log.info("%d clean lines of %s (lamps %s) predicted on the frame", pick.size, p["line-list"], ", ".join(lamps))
+        order, wavelength, amplitude = read_line_list(p["line-list"], lamps, p["lamp-elements"], orders, ranges)
+        positions = p.get("pinhole-positions")
+        slit = None
+        if positions is not None:
+            n_pin = len(positions)
+            order, wavelength, amplitude = (np.repeat(a, n_pin) for a in (order, wavelength, amplitude))
+            slit = np.tile(np.asarray(positions, float), wavelength.size // n_pin)
+        pick = select_candidates(order, wavelength, amplitude, prior, shape=image.shape, dispersion_axis=axis,
+                                 line_sigma=p["line-sigma"], half_width=settings.half_width[0 if axis == "x" else 1],
+                                 max_bias=p["blend-max-bias"], slit=0.0 if slit is None else slit)
+        if slit is not None:
+            # a line is measured at every pinhole where it is clean and on the frame, or not at all
+            pick = pick[pinhole_sets(order[pick], wavelength[pick], np.ones(pick.size, bool), p["min-pinholes"])]
+            slit = slit[pick]
+        order, wavelength = order[pick], wavelength[pick]
+        log.info("%d images of %d clean lines of %s (lamps %s) predicted on the frame", pick.size,
+                 np.unique(np.c_[order, wavelength], axis=0).shape[0], p["line-list"], ", ".join(lamps))
+        trusted = covered(table_order, table_wavelength, order, wavelength)
         try:
-            solution, lines, shift = solve_dispersion(image, variance, mask, lo[pick], lw[pick], prior, settings,
-                                                      trusted=covered(po, pw, lo[pick], lw[pick]))
+            for stage in range(p.get("stages", 1)):
+                solution, lines, stage_shift = solve_dispersion(image, variance, mask, order, wavelength, prior,
+                                                                settings, trusted=trusted, slit=slit)
+                shift = stage_shift if stage == 0 else shift
+                log.info("stage %d: %d of %d line images used", stage + 1, int(lines.used.sum()), pick.size)
+                # each further stage starts from the solution of the last
+                prior, trusted = self.after_stage(image, variance, mask, lines, solution, settings), None
         except SolutionError as exc:
-            raise DataError(f"{first.path}: no dispersion solution: {exc}") from None
+            raise DataError(f"{self.raw_frames[0].path}: no {self.solution_name}: {exc}") from None
+        return ArcFit(image, settings, prior, lines, shift)
 
-        self._record_qc(solution, lines, shift, det.dispersion_axis)
+    def after_stage(self, image, variance, mask, lines, solution, settings):
+        """The solution a stage ends with (here: the stage's own)."""
+        return solution
+
+    def reduce(self):
+        p = self.params
+        fit = self.find_lines()
+        image, solution, lines = fit.image, fit.solution, fit.lines
+        self._record_qc(solution, lines, fit.shift, fit.settings.dispersion_axis)
         catg = f"DISP_TAB_{self.arm}"
         table = Table(solution.to_columns())
         line_table = Table(lines.columns())
         plots = [("lines", lambda path: line_frame_plot(image, lines, title=f"{catg} lines", path=path)),
                  ("residuals", lambda path: residual_plot(lines, title=f"{catg} residuals", path=path))]
-        degrees = settings.degrees
+        degrees = fit.settings.degrees
         cards = {"disp_deg_order": degrees[0], "disp_deg_wave": degrees[1], "disp_deg_slit": degrees[2],
                  "disp_wave_variable": p["wave-variable"]}
         return [Product(catg, table, pro_type="REDUCED", pro_tech="ECHELLE,PINHOLE", header_cards=cards, plots=plots),

@@ -3,9 +3,12 @@
 Prepare the arc (bias-subtracted, or minus its lamp-off partner or a master
 dark); predict every clean atlas line at each of the 9 pinholes from the bundled
 multi-pinhole table, shifted onto the first-guess ``DISP_TAB`` (single pinhole);
-find and centroid the line images with the disp_solution engine; drop a line's
-pinhole set when too few of its images are measured; fit ``X(n, w, s)`` and
-``Y(n, w, s)`` with sigma clipping. Products: ``DISP_TAB_<ARM>`` (the full
+find and centroid the line images with the disp_solution engine; measure the
+images missing next to measured ones along the slit (where the prediction
+extrapolates, e.g. over the half of NIR order 10 beyond the first guess's lines);
+drop a line's pinhole set when too few of its images are measured; fit
+``X(n, w, s)`` and ``Y(n, w, s)`` with sigma clipping; a second stage does it all
+again from that solution. Products: ``DISP_TAB_<ARM>`` (the full
 solution), ``DISP_TAB_LINES_<ARM>`` (every line image and its fate) and
 ``DISP_IMAGE_<ARM>`` (wavelength, slit position and order of every pixel).
 """
@@ -17,36 +20,15 @@ import numpy as np
 from astropy.table import Table
 
 from ..commonutils.arc_plots import line_frame_plot, residual_map_plot, resolving_power_plot
-from ..commonutils.detectors import detector
 from ..commonutils.disp_image import invert_solution
-from ..commonutils.dispersion import (SLIT_RANGE, DispersionSolution, SolutionError, fit_solution, select_candidates,
-                                      solve_dispersion)
-from ..commonutils.errors import DataError
+from ..commonutils.dispersion import (SLIT_RANGE, DispersionSolution, SolutionError, extend_along_slit, fit_solution,
+                                      pinhole_sets)
 from ..commonutils.polynomials import FitError
 from ..products import read_dispersion_solution, read_order_table
-from ..static_calibrations import path as static_path
 from ._base_recipe_ import Product
-from .soxs_disp_solution import covered, order_ranges, parse_degrees, read_line_list, soxs_disp_solution
+from .soxs_disp_solution import order_ranges, parse_degrees, soxs_disp_solution
 
 log = logging.getLogger(__name__)
-
-
-def read_pinhole_table(name, binning, shape, margin=60):
-    """Order, wavelength, slit position (arcsec) and (x, y) of every row of a bundled multi-pinhole table.
-
-    Positions are divided by the binning unless the table is made for it; rows
-    predicted further than ``margin`` pixels off the frame (numpy ``shape``) are dropped.
-    """
-    table = Table.read(static_path(name))
-    cols = {c.lower(): c for c in table.colnames}
-    if "delete" in cols:
-        table = table[np.asarray(table[cols["delete"]]) == 0]
-    scale = (1, 1) if name.endswith(f"_{binning[0]}x{binning[1]}.fits") or tuple(binning) == (1, 1) else binning
-    x = np.asarray(table[cols["detector_x"]], float) / scale[0]
-    y = np.asarray(table[cols["detector_y"]], float) / scale[1]
-    near = (x > -margin) & (x < shape[1] + margin) & (y > -margin) & (y < shape[0] + margin)
-    return (np.asarray(table[cols["order"]], int)[near], np.asarray(table[cols["wavelength"]], float)[near],
-            np.asarray(table[cols["slit_position"]], float)[near], x[near], y[near])
 
 
 @dataclass
@@ -68,13 +50,6 @@ class PinholePrior:
         return x0 + xt - xc, y0 + yt - yc
 
 
-def pinhole_sets(order, wavelength, found, minimum):
-    """Line images whose line (order, wavelength) has at least ``minimum`` images ``found``."""
-    key = np.unique(np.c_[order, np.round(wavelength, 5)], axis=0, return_inverse=True)[1].ravel()
-    counts = np.bincount(key, weights=found.astype(float))
-    return counts[key] >= minimum
-
-
 def order_edges(table):
     """``edges(order, d)`` of an ORDER_TAB with edges; orders the table lacks are unbounded."""
     def edges(order, d):
@@ -91,6 +66,7 @@ class soxs_spatial_solution(soxs_disp_solution):
     raw_kinds = ("multipinhole_arc",)
     calibrations = {"MASTER_BIAS": "has_bias", "MASTER_DARK": False, "DISP_TAB": True, "ORDER_TAB": False,
                     "MASTER_FLAT": False}
+    solution_name = "spatial solution"
 
     def degrees(self):
         """Solution degrees ``(order, w, slit)`` from ``--poly`` or the settings."""
@@ -99,57 +75,27 @@ class soxs_spatial_solution(soxs_disp_solution):
 
     def first_guess(self, shape):
         """The multi-pinhole table's lines and the prior: the table's model shifted onto the first-guess DISP_TAB."""
-        p = self.params
-        binning = tuple(self.raw_frames[0].binning)
-        tables = p["predicted-table"]
-        table = tables.get(f"{binning[0]}x{binning[1]}", tables["1x1"])
-        order, wavelength, slit, x, y = read_pinhole_table(table, binning, shape)
-        known = np.isin(order, order_ranges(self.arm)[0])
-        model, _ = fit_solution(order[known], wavelength[known], slit[known], x[known], y[known],
-                                tuple(p["predicted-degrees"]), wave_variable=p["wave-variable"], sigma=3.0,
-                                max_iterations=5)
+        order, wavelength, model = self.predicted_model(shape)
         first = read_dispersion_solution(self.calibration_frames["DISP_TAB"].path)
-        return order[known], wavelength[known], PinholePrior(first, model)
+        return order, wavelength, PinholePrior(first, model)
+
+    def after_stage(self, image, variance, mask, lines, solution, settings):
+        """Measure the images missing next to measured ones along the slit, then refit without the lines
+        left with too few images.
+
+        The table's pinhole offsets are off by pixels in places, and the solution of a
+        stage extrapolates beyond its lines; along the slit, the images of one line
+        predict the next (:func:`~soxspipe.commonutils.dispersion.extend_along_slit`).
+        """
+        extend_along_slit(image, variance, mask, lines, self.params["pinhole-positions"], settings)
+        return self._pinhole_sets(lines, settings)
 
     def reduce(self):
         p = self.params
-        det = detector(self.arm)
-        raw = self.raw_frames[0]
-        frame = self.lamp_frame()
-        image, variance, mask = frame.data, frame.uncertainty.array ** 2, frame.mask
-        settings = self.solve_settings(det)
-
-        po, pw, prior = self.first_guess(image.shape)
+        fit = self.find_lines()
+        image, solution, lines, axis = fit.image, fit.solution, fit.lines, fit.settings.dispersion_axis
         orders, ranges = order_ranges(self.arm)
-        lamps = sorted({lamp for f in self.raw_frames for lamp in f.lamps})
-        lo, lw, la = read_line_list(p["line-list"], lamps, p["lamp-elements"], orders, ranges)
-        positions = np.asarray(p["pinhole-positions"], float)
-        n_pin = positions.size
-        lo, lw, la = (np.repeat(a, n_pin) for a in (lo, lw, la))
-        ls = np.tile(positions, lw.size // n_pin)
-        pick = select_candidates(lo, lw, la, prior, shape=image.shape, dispersion_axis=det.dispersion_axis,
-                                 line_sigma=p["line-sigma"],
-                                 half_width=settings.half_width[0 if det.dispersion_axis == "x" else 1],
-                                 max_bias=p["blend-max-bias"], slit=ls)
-        # a line is measured at every pinhole where it is clean and on the frame, or not at all
-        pick = pick[pinhole_sets(lo[pick], lw[pick], np.ones(pick.size, bool), p["min-pinholes"])]
-        log.info("%d images of %d clean lines of %s (lamps %s) predicted on the frame", pick.size,
-                 np.unique(np.c_[lo[pick], lw[pick]], axis=0).shape[0], p["line-list"], ", ".join(lamps))
-        trusted = covered(po, pw, lo[pick], lw[pick])
-        try:
-            # the table's pinhole offsets are off by pixels in places: each further stage starts from
-            # the solution of the last, fitted to the images found near the slit centre there
-            for stage in range(p["stages"]):
-                solution, lines, stage_shift = solve_dispersion(image, variance, mask, lo[pick], lw[pick], prior,
-                                                                settings, trusted=trusted, slit=ls[pick])
-                shift = stage_shift if stage == 0 else shift
-                log.info("stage %d: %d of %d line images used", stage + 1, int(lines.used.sum()), pick.size)
-                prior, trusted = solution, None
-            solution = self._pinhole_sets(lines, settings)
-        except SolutionError as exc:
-            raise DataError(f"{raw.path}: no spatial solution: {exc}") from None
-
-        power = self._record_qc(solution, lines, shift, det.dispersion_axis, positions)
+        power = self._record_qc(solution, lines, fit.shift, axis, np.asarray(p["pinhole-positions"]))
         order_table = self.calibration_frames.get("ORDER_TAB")
         edges = None
         if order_table is not None:
@@ -160,7 +106,7 @@ class soxs_spatial_solution(soxs_disp_solution):
                 log.info("the ORDER_TAB holds no order edges: the orders are bounded by the solution's slit ends")
         maps = invert_solution(solution, orders, [(a - p["image-margin"] * (b - a), b + p["image-margin"] * (b - a))
                                                   for a, b in ranges],
-                               image.shape, det.dispersion_axis, slit_range=tuple(p["slit-range"]),
+                               image.shape, axis, slit_range=tuple(p["slit-range"]),
                                n_slit=p["image-slit-samples"], samples_per_pixel=p["image-samples-per-pixel"],
                                edges=edges)
         self.qc.add("PIXELS IN ORDERS", int((maps.order > 0).sum()), "", "pixels mapped in DISP_IMAGE")
