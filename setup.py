@@ -36,7 +36,8 @@ setup(
     license="GPL-3.0-or-later",
     packages=find_packages(include=["soxspipe", "soxspipe.*"]),
     include_package_data=True,
-    package_data={"soxspipe": ["*.yaml", "static_calibrations/*.fits", "static_calibrations/*.yaml"]},
+    package_data={"soxspipe": ["*.yaml", "static_calibrations/*.fits", "static_calibrations/*.yaml",
+                               "static_calibrations/filters/*"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require={

@@ -52,15 +52,15 @@ def test_small_night_has_the_minimum_sets(night_truth):
     assert count[("VIS", "slit_flat", True)] == 10  # 5 QTH + 5 D2
     assert count[("NIR", "slit_flat", True)] == 5 and count[("NIR", "slit_flat", False)] == 5
     for arm in ("VIS", "NIR"):
-        for kind in ("pinhole_arc", "pinhole_flat", "multipinhole_arc", "flux_standard"):
-            assert count[(arm, kind, kind not in ("flux_standard",))] == 1
+        for kind in ("pinhole_arc", "pinhole_flat", "multipinhole_arc", "flux_standard", "telluric_standard"):
+            assert count[(arm, kind, kind not in ("flux_standard", "telluric_standard"))] == 1
         sci = m[(m["arm"] == arm) & (m["kind"] == "science")]
         assert Counter(sci["dpr_tech"]) == {"ECHELLE,SLIT,STARE": 1, "ECHELLE,SLIT,NODDING": 4,
                                             "ECHELLE,SLIT,OFFSET": 2}
     # NIR darks: 3 for every exposure time of the science and standard frames
     nir = m[m["arm"] == "NIR"]
     dark_times = Counter(nir["exptime"][nir["kind"] == "dark"])
-    science_times = set(nir["exptime"][np.isin(nir["kind"], ["science", "flux_standard"])])
+    science_times = set(nir["exptime"][np.isin(nir["kind"], ["science", "flux_standard", "telluric_standard"])])
     assert set(dark_times) == science_times and set(dark_times.values()) == {3}
 
 

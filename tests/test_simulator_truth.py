@@ -184,12 +184,15 @@ def test_truth_optics_places_the_pinhole_flat_trace(night_truth):
     assert np.percentile(np.abs(offsets), 90) < 0.15
 
 
+@pytest.mark.parametrize("kind", ["flux_standard", "telluric_standard"])
 @pytest.mark.parametrize("arm,order,span", [("VIS", 4, (720.0, 800.0)), ("NIR", 17, (1110.0, 1180.0))])
-def test_standard_star_counts_match_injected_spectrum(night_truth, arm, order, span):
-    """Electrons of the flux standard in a stretch of one order = the injected spectrum integrated."""
+def test_standard_star_counts_match_injected_spectrum(night_truth, arm, order, span, kind):
+    """Electrons of a standard star in a stretch of one order = the injected spectrum integrated.
+
+    The stretches hold telluric bands (O2 A, water at 1130 nm): the truth's transmission is in the frames."""
     truth = night_truth.arm(arm)
     m = night_truth.manifest
-    row = m[(m["arm"] == arm) & (m["kind"] == "flux_standard")][0]
+    row = m[(m["arm"] == arm) & (m["kind"] == kind)][0]
     img = _science_adu(night_truth.dir.parent / "raw" / row["file"]) * truth.detector()["gain_e_per_adu"]
     if truth.optics.dispersion_axis() == 0:
         img = img.T

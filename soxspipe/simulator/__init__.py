@@ -1,7 +1,11 @@
 """The soxspipe end-to-end raw-data simulator.
 
 It writes raw frames exactly as SOXS does (the raw-frame contract) into
-``<output>/raw/`` and the truth about them into ``<output>/truth/``:
+``<output>/raw/`` and the truth about them into ``<output>/truth/``. A night holds
+per spectroscopic arm the calibration sets, a flux standard, science OBs in stare,
+nodding and offset mode and a telluric standard (a hot star, at an airmass 0.15-0.4
+above the science targets'); the acquisition camera adds its own calibrations, star
+fields and the acquisition images that open every spectroscopic OB:
 
 >>> from soxspipe.simulator import simulate_night, load_truth
 >>> manifest = simulate_night("night", arms=("VIS", "NIR"), seed=1)       # doctest: +SKIP
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .night import SCENARIOS, SIZES, night_mjd, simulate_arm, write_night_json
+from .night import SCENARIOS, SIZES, night_mjd, science_blocks, simulate_arm, write_night_json
 from .truth import load_truth, write_manifest
 
 log = logging.getLogger(__name__)
@@ -47,9 +51,10 @@ def _run_arm(arm, raw, truth, night, seed, scenario, size):
     if arm == "ACQ":
         from .acq import simulate_acq_night
 
+        blocks, _, _ = science_blocks(night, seed, scenario, size)
         rows = simulate_acq_night(raw, truth, night=night, seed=seed, size=size,
                                   scenario="extreme" if scenario == "extreme" else "nominal",
-                                  rng=np.random.default_rng([seed, 2]))
+                                  rng=np.random.default_rng([seed, 2]), blocks=blocks)
         return list(rows), {}
     return simulate_arm(arm, raw, truth, night=night, seed=seed, scenario=scenario, size=size)
 

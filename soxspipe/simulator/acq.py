@@ -13,12 +13,28 @@ for one night and the truth about them:
   Refcat2 extract) is written into the truth folder and, as the pipeline's
   input, next to the raw frames.
 
+- given the night's spectroscopic OBs, acquisition images open each of them
+  (same OB id, their own template ``SOXS_spec_acq``, DPR ``SCIENCE/OBJECT/IMAGE``
+  as the contract types imaging science): the target itself, rendered from its
+  injected spectrum, sits on the slit position, taken to be the image centre
+  (``CRPIX`` of the true WCS, whose ``CRVAL`` is the target), among field stars
+  that the reference catalogue holds. The target is not in the catalogue. Each
+  exposure is the longest (up to 60 s) that keeps the target's peak below 70 %
+  of the full well.
+
 Truth files (in the truth folder): ``acq.json`` (field circle, zero points,
-extinction, sky, and per science frame the true WCS, airmass, seeing and zero
-point), ``acq_stars.ecsv`` (each star of each science frame with its true
-pixel position), ``acq_illumination.fits`` (the vignetting map, 1 at the field
-centre), ``refcat.ecsv`` and the detector truth (``detector_ACQ_1x1_default.json``
-with its response and bad-pixel maps).
+extinction, sky, per star-field frame (``frames``) the true WCS, airmass, seeing
+and zero point, and the same per acquisition image (``acquisitions``) with the
+target's position, AB magnitude and electrons), ``acq_stars.ecsv`` (each star of
+each of these frames with its true pixel position), ``acq_targets.ecsv`` (one row
+per acquisition image: the target's true position, AB magnitude through the
+frame's filter and electrons), ``acq_illumination.fits`` (the vignetting map, 1
+at the field centre), ``refcat.ecsv`` and the detector truth
+(``detector_ACQ_1x1_default.json`` with its response and bad-pixel maps).
+
+AB magnitudes of the targets are synthetic photometry of their injected
+top-of-atmosphere spectra through the bundled filter curves
+(:mod:`soxspipe.commonutils.synthetic_photometry`).
 
 Zero points are the magnitude of a star that gives 1 electron per second at
 the field centre (illumination 1): ``m = zp - 2.5 log10(electrons / exptime)``.
@@ -40,14 +56,16 @@ from astropy.wcs import WCS
 from ..commonutils.detectors import detector
 from ..commonutils.keywords import header_value
 from .detector import SimulatedDetector
-from .header import raw_header, write_raw, zenith_pointing
-from .night import night_mjd
+from .header import raw_header, sky_position, write_raw, zenith_pointing
+from .night import ACQ_MAX_EXPTIME, ACQ_OVERHEAD, ACQ_TPL_ID, acquisition_filters, night_mjd
+from .spectra import ab_magnitudes, source_flux
 
 log = logging.getLogger(__name__)
 
 ARM = "ACQ"
 REFCAT = "refcat.ecsv"
 STARS = "acq_stars.ecsv"
+TARGETS_FILE = "acq_targets.ecsv"
 TRUTH_JSON = "acq.json"
 ILLUMINATION = "acq_illumination.fits"
 
@@ -66,9 +84,14 @@ SMALL_FILTERS = ("g", "r")
 MOFFAT_BETA = 3.5
 _STAMP_HALF = 20  # PSF stamps are (2 * 20 + 1)^2 px
 _OVERSAMPLE = 3
-_OVERHEAD = 5.0  # s between exposures
+_OVERHEAD = ACQ_OVERHEAD  # s between exposures
 _ARM_DELAY = 2.7  # s: ACQ frames never start on the same millisecond as a spectrograph frame
 _STARS_PER_FIELD = 200
+# acquisition fields are richer (low galactic latitude): the short exposures of bright
+# standards still show enough catalogue stars for the astrometry and the zero point
+_ACQ_STARS_PER_FIELD = 400
+# no catalogue star within this distance of an acquisition target (arcsec)
+_TARGET_CLEARANCE_ARCSEC = 10.0
 _CATALOGUE_RADIUS_ARCMIN = 3.0
 _POINTING_RMS_ARCSEC = 4.0
 _FIELDS = {"small": 1, "full": 2}
@@ -142,6 +165,13 @@ def synthetic_catalogue(ra, dec, n, radius_arcmin, rng, first_id=1):
     return t
 
 
+def _separation_arcsec(ra, dec, ra0, dec0):
+    """Angular distance (arcsec) of (ra, dec) from (ra0, dec0), all in degrees."""
+    ra, dec, ra0, dec0 = (np.radians(v) for v in (ra, dec, ra0, dec0))
+    cos_d = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
+    return np.degrees(np.arccos(np.clip(cos_d, -1.0, 1.0))) * 3600.0
+
+
 def _deproject(ra0, dec0, xi, eta):
     """Gnomonic (TAN) standard coordinates (rad) around (ra0, dec0) -> ra, dec (rad)."""
     denom = np.cos(dec0) - eta * np.sin(dec0)
@@ -206,12 +236,29 @@ def zero_point(acq_filter, airmass):
     return zp0 - k * airmass
 
 
+def moffat_peak_fraction(fwhm_px, beta=MOFFAT_BETA):
+    """Fraction of a Moffat source's flux in its central pixel (the profile's peak value)."""
+    alpha = fwhm_px / (2.0 * np.sqrt(2 ** (1.0 / beta) - 1.0))
+    return (beta - 1) / (np.pi * alpha**2)
+
+
+def acquisition_exptime(magnitude, acq_filter, airmass, fwhm_px, full_well_e, fill=0.7):
+    """Longest acquisition exposure (s) that keeps a source's peak below ``fill`` of the full well.
+
+    At most :data:`~soxspipe.simulator.night.ACQ_MAX_EXPTIME`, rounded down to 0.1 s
+    (at least 0.1 s).
+    """
+    peak_rate = 10 ** (-0.4 * (magnitude - zero_point(acq_filter, airmass))) * moffat_peak_fraction(fwhm_px)
+    t = np.floor(fill * full_well_e / peak_rate * 10.0) / 10.0
+    return float(min(ACQ_MAX_EXPTIME, max(0.1, t)))
+
+
 # --------------------------------------------------------------------------- the night
 class _AcqNight:
     """Plans, renders and writes the camera's frames of one night."""
 
     def __init__(self, raw_dir, truth_dir, night, seed, scenario, size, rng, filters=None, rotation_deg=None,
-                 pointing_offset_arcsec=None, science_frames=None):
+                 pointing_offset_arcsec=None, science_frames=None, blocks=None, acq_filters=None):
         if size not in _FRAMES:
             raise ValueError(f"unknown size '{size}': use 'small' or 'full'")
         self.raw_dir, self.truth_dir = Path(raw_dir), Path(truth_dir)
@@ -237,9 +284,15 @@ class _AcqNight:
         self.true_scale = float(self.scale * (1 + self.rng.normal(0, 1e-3)))
         self.seeing = float(self.rng.uniform(0.7, 1.2))
         self.filters = tuple(filters) if filters else tuple(FILTERS) if size == "full" else SMALL_FILTERS
+        self.blocks = list(blocks or [])
+        self.acq_filters = tuple(acq_filters) if acq_filters else acquisition_filters(size)
+        # the acquisition fields draw from their own generator: the rest of the night stays as it was
+        self.acq_rng = np.random.default_rng([seed, 2, 9])
         self.names = set()
         self.frame_truth = {}
+        self.acquisition_truth = {}
         self.star_rows = []
+        self.target_rows = []
         self.count = 0
 
     # -- planning ------------------------------------------------------------------------
@@ -264,7 +317,7 @@ class _AcqNight:
             mjd_flat += (sum(fr.exptime + _OVERHEAD for fr in frames) + 30.0) / 86400.0
         catalogue = []
         for k in range(_FIELDS[self.size]):
-            start = self.base + 0.45 + 0.05 * k
+            start = self.base + 0.40 + 0.035 * k  # before the spectroscopic OBs
             ra, dec = zenith_pointing(start)
             ra, dec = round((ra + self.rng.uniform(-10, 10)) % 360, 5), round(dec + self.rng.uniform(-10, 10), 5)
             name = f"ACQ-FIELD-{k + 1}"
@@ -275,8 +328,9 @@ class _AcqNight:
                              header={"object": name, "obs_targ_name": name, "ra": ra, "dec": dec})
                       for f in self.filters for _ in range(n["science"])]
             sets.append((frames, f"Imaging {name}", "SOXS_img_obs_Exposures", start))
-        self.catalogue = vstack(catalogue)
         self.field_catalogues = catalogue
+        acquisitions = self._plan_acquisitions(first_id=1 + sum(len(c) for c in catalogue))
+        self.catalogue = vstack(self.field_catalogues)
 
         obs_id = 3000
         planned = []
@@ -295,7 +349,41 @@ class _AcqNight:
             planned += frames
         planned[0].compression = "gz"
         next(fr for fr in planned if fr.kind == "imaging_science").compression = "fz"
-        return planned
+        return planned + acquisitions
+
+    def _plan_acquisitions(self, first_id):
+        """Acquisition images at the start of each spectroscopic OB; adds their fields' catalogues."""
+        frames = []
+        full_well = self.spec.saturation_adu * self.spec.gain("default")
+        for block in self.blocks:
+            head = block.exposures[0].header
+            ra, dec = float(head["ra"]), float(head["dec"])
+            cat = synthetic_catalogue(ra, dec, _ACQ_STARS_PER_FIELD, _CATALOGUE_RADIUS_ARCMIN, self.acq_rng,
+                                      first_id=first_id)
+            first_id += _ACQ_STARS_PER_FIELD
+            distance = _separation_arcsec(np.asarray(cat["ra"]), np.asarray(cat["dec"]), ra, dec)
+            self.field_catalogues.append(cat[distance > _TARGET_CLEARANCE_ARCSEC])
+            mags = ab_magnitudes(source_flux(block.scene), self.acq_filters)
+            seeing = float(block.seeing)
+            group, mjd = [], block.start_mjd + _ARM_DELAY / 86400.0
+            for f in self.acq_filters:
+                airmass = sky_position(ra, dec, mjd)[3]
+                t = acquisition_exptime(mags[f], f, airmass, seeing / self.true_scale, full_well)
+                group.append(_Frame("imaging_science", ("SCIENCE", "OBJECT", "IMAGE"), t, mjd=mjd, acq_filter=f,
+                                    obs_id=block.obs_id,
+                                    scene={"type": "acquisition", "catalogue": len(self.field_catalogues) - 1,
+                                           "target": block.target, "mag": mags[f], "seeing": seeing,
+                                           "ab_magnitudes": mags},
+                                    header={"object": block.target, "obs_targ_name": block.target, "ra": ra,
+                                            "dec": dec, "obs_id": block.obs_id, "obs_name": block.name,
+                                            "tpl_id": ACQ_TPL_ID, "seeing_start": round(seeing, 3),
+                                            "seeing_end": round(seeing, 3)}))
+                mjd += (t + _OVERHEAD) / 86400.0
+            tpl_start = Time(group[0].mjd, format="mjd", scale="utc").isot[:19]
+            for i, fr in enumerate(group):
+                fr.header.update({"tpl_start": tpl_start, "tpl_nexp": len(group), "tpl_expno": i + 1})
+            frames += group
+        return frames
 
     def _seeing(self, frame):
         """Seeing FWHM (arcsec) in the frame's filter, scaling as wavelength^-0.2."""
@@ -307,16 +395,19 @@ class _AcqNight:
         kind = frame.scene.get("type")
         if kind == "flat":
             return self.illumination * np.float32(frame.scene["level"]), None, None
-        if kind != "stars":
+        if kind not in ("stars", "acquisition"):
             return None, None, None
         f = frame.acq_filter
         airmass = 0.5 * (header_value(header, "airmass_start") + header_value(header, "airmass_end"))
         zp = zero_point(f, airmass)
-        seeing = header_value(header, "seeing_start")
         ra0, dec0 = frame.header["ra"], frame.header["dec"]
-        offset = self.rng.normal(0, _POINTING_RMS_ARCSEC, 2)
-        if self.pointing_offset is not None:
-            offset = self.pointing_offset
+        if kind == "stars":
+            seeing = header_value(header, "seeing_start")
+            offset = self.rng.normal(0, _POINTING_RMS_ARCSEC, 2)
+            if self.pointing_offset is not None:
+                offset = self.pointing_offset
+        else:  # the target sits on the slit, at the image centre
+            seeing, offset = frame.scene["seeing"], np.zeros(2)
         true_ra = ra0 + offset[0] / 3600.0 / np.cos(np.radians(dec0))
         true_dec = dec0 + offset[1] / 3600.0
         crpix = ((self.shape[1] + 1) / 2.0, (self.shape[0] + 1) / 2.0)
@@ -327,13 +418,19 @@ class _AcqNight:
         stars_e = rate * frame.exptime
         fwhm_px = seeing / self.true_scale
         sky_rate = 10 ** (-0.4 * (FILTERS[f][2] - zp)) * self.true_scale**2
-        image = moffat_image(self.shape, x, y, stars_e, fwhm_px)
+        src_x, src_y, src_e = x, y, stars_e
+        if kind == "acquisition":
+            tx, ty = (float(v) for v in wcs.world_to_pixel_values(ra0, dec0))
+            target_e = 10 ** (-0.4 * (frame.scene["mag"] - zp)) * frame.exptime
+            src_x, src_y, src_e = np.append(x, tx), np.append(y, ty), np.append(stars_e, target_e)
+        image = moffat_image(self.shape, src_x, src_y, src_e, fwhm_px)
         image += np.float32(sky_rate * frame.exptime)
         image *= self.illumination
         on_chip = (x >= -0.5) & (x < self.shape[1] - 0.5) & (y >= -0.5) & (y < self.shape[0] - 0.5)
         cx, cy = self.field["centre_px"]
         in_field = np.hypot(x - cx, y - cy) < self.field["radius_px"] - 3
-        truth = {"filter": f, "field": frame.scene["field"], "airmass": round(float(airmass), 5),
+        truth = {"filter": f, "field": frame.scene.get("field", frame.scene.get("target")),
+                 "airmass": round(float(airmass), 5),
                  "seeing_arcsec": seeing, "fwhm_px": round(float(fwhm_px), 4), "zero_point": round(float(zp), 5),
                  "sky_e_per_s_per_px": round(float(sky_rate), 5),
                  "nominal_pointing": [ra0, dec0],
@@ -341,6 +438,12 @@ class _AcqNight:
                  "wcs": {k: (v if isinstance(v, str) else float(v)) for k, v in wcs.to_header().items()
                          if k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")}}
         truth["wcs"].update({f"CD{i}_{j}": float(wcs.wcs.cd[i - 1, j - 1]) for i in (1, 2) for j in (1, 2)})
+        if kind == "acquisition":
+            truth.update({"obs_id": frame.obs_id, "target": frame.scene["target"], "exptime": frame.exptime,
+                          "target_x": round(tx, 4), "target_y": round(ty, 4), "target_mag": frame.scene["mag"],
+                          "target_electrons": round(float(target_e), 3),
+                          "target_illumination": float(self.illumination[int(round(ty)), int(round(tx))]),
+                          "ab_magnitudes": frame.scene["ab_magnitudes"]})
         sel = on_chip
         stars = {"id": np.asarray(cat["id"])[sel], "ra": np.asarray(cat["ra"])[sel],
                  "dec": np.asarray(cat["dec"])[sel], "x": x[sel], "y": y[sel],
@@ -367,13 +470,25 @@ class _AcqNight:
         self.count += 1
         name = self._name(frame.mjd, frame.compression)
         write_raw(self.raw_dir / name, raw, header, frame.compression)
+        acquisition = frame.scene.get("type") == "acquisition"
         if truth is not None:
-            self.frame_truth[name] = truth
+            (self.acquisition_truth if acquisition else self.frame_truth)[name] = truth
             self.star_rows.append({"file": np.full(len(stars["id"]), name), **stars})
-        return {"file": name, "arm": ARM, "kind": frame.kind, "dpr_catg": frame.dpr[0], "dpr_type": frame.dpr[1],
-                "dpr_tech": frame.dpr[2], "tag": f"{frame.dpr[1]}_{ARM}", "exptime": float(frame.exptime),
-                "obs_id": int(frame.obs_id), "binning": "1x1", "readout": self.det.mode, "slit": "", "lamps": "",
-                "mjd_obs": float(frame.mjd), "filter": frame.acq_filter or ""}
+        if acquisition:
+            self.target_rows.append({"file": name, "obs_id": frame.obs_id, "target": truth["target"],
+                                     "filter": truth["filter"], "exptime": frame.exptime, "mjd_obs": frame.mjd, "airmass": truth["airmass"],
+                                     "seeing_arcsec": truth["seeing_arcsec"], "zero_point": truth["zero_point"],
+                                     "ra": frame.header["ra"], "dec": frame.header["dec"], "x": truth["target_x"],
+                                     "y": truth["target_y"], "ab_mag": truth["target_mag"],
+                                     "electrons": truth["target_electrons"],
+                                     "illumination": truth["target_illumination"]})
+        row = {"file": name, "arm": ARM, "kind": frame.kind, "dpr_catg": frame.dpr[0], "dpr_type": frame.dpr[1],
+               "dpr_tech": frame.dpr[2], "tag": f"{frame.dpr[1]}_{ARM}", "exptime": float(frame.exptime),
+               "obs_id": int(frame.obs_id), "binning": "1x1", "readout": self.det.mode, "slit": "", "lamps": "",
+               "mjd_obs": float(frame.mjd), "filter": frame.acq_filter or ""}
+        if acquisition:
+            row["target"] = truth["target"]
+        return row
 
     def write_truth(self):
         self.det.write_truth(self.truth_dir)
@@ -391,6 +506,14 @@ class _AcqNight:
             stars.meta.update({"coordinates": "0-based pixels, x along NAXIS1",
                                "electrons": "total electrons of the star at the field centre (illumination 1)"})
             stars.write(self.truth_dir / STARS, format="ascii.ecsv", overwrite=True)
+        if self.target_rows:
+            targets = Table({k: [r[k] for r in self.target_rows] for k in self.target_rows[0]})
+            targets.meta.update({"coordinates": "0-based pixels, x along NAXIS1",
+                                 "ab_mag": "AB magnitude of the injected top-of-atmosphere spectrum through the "
+                                           "bundled filter curve",
+                                 "electrons": "total electrons of the target at the field centre (illumination 1)",
+                                 "slit_position": "the image centre, where the true WCS puts the target"})
+            targets.write(self.truth_dir / TARGETS_FILE, format="ascii.ecsv", overwrite=True)
         info = {"seed": self.seed, "scenario": self.scenario, "night": self.night,
                 "field": self.field, "illumination_file": ILLUMINATION, "reference_catalogue": REFCAT,
                 "stars_file": STARS, "pixel_scale_arcsec": self.true_scale, "rotation_deg": self.rotation,
@@ -399,12 +522,14 @@ class _AcqNight:
                 "extinction_mag_per_airmass": {f: v[1] for f, v in FILTERS.items()},
                 "sky_mag_per_arcsec2": {f: v[2] for f, v in FILTERS.items()},
                 "zero_point_definition": "m = zero_point - 2.5 log10(electrons / exptime) at the field centre",
-                "frames": self.frame_truth}
+                "frames": self.frame_truth, "acquisitions": self.acquisition_truth,
+                "acquisition_targets_file": TARGETS_FILE if self.target_rows else None}
         (self.truth_dir / TRUTH_JSON).write_text(json.dumps(info, indent=1))
 
 
 def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal", size="full", rng=None,
-                       filters=None, rotation_deg=None, pointing_offset_arcsec=None, science_frames=None):
+                       filters=None, rotation_deg=None, pointing_offset_arcsec=None, science_frames=None,
+                       blocks=None, acq_filters=None):
     """Simulate a night of the acquisition camera.
 
     Parameters
@@ -432,15 +557,22 @@ def simulate_acq_night(raw_dir, truth_dir, *, night, seed=0, scenario="nominal",
         (default: drawn per frame, 4 arcsec rms on each axis).
     science_frames : int, optional
         Science exposures per filter and field (default: set by ``size``).
+    blocks : sequence of ObservingBlock, optional
+        The night's spectroscopic OBs (:func:`soxspipe.simulator.night.plan_blocks`):
+        each opens with acquisition images of its target (default: none).
+    acq_filters : sequence of str, optional
+        Filters of those acquisition images, one frame each (default: r for a small
+        night, g r i z for a full one).
 
     Returns
     -------
     list of dict
         One manifest row per raw file: ``file, arm, kind, dpr_catg, dpr_type, dpr_tech,
-        tag, exptime, obs_id, binning, readout, slit, lamps, mjd_obs, filter``.
+        tag, exptime, obs_id, binning, readout, slit, lamps, mjd_obs, filter`` (and
+        ``target`` for acquisition images).
     """
     sim = _AcqNight(raw_dir, truth_dir, night, seed, scenario, size, rng, filters, rotation_deg,
-                    pointing_offset_arcsec, science_frames)
+                    pointing_offset_arcsec, science_frames, blocks, acq_filters)
     rows = [sim.write(frame) for frame in sim.plan()]
     sim.write_truth()
     log.info("simulated %d acquisition-camera frames into %s", len(rows), raw_dir)

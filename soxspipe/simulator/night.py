@@ -1,8 +1,12 @@
 """A night of simulated SOXS spectroscopy: what is taken, when, and writing it.
 
 :func:`plan_calibrations` and :func:`plan_science` list the exposures of one arm
-(:class:`Exposure`); :class:`ArmSimulator` renders, reads out and writes them,
-with the arm's truth. The public entry points are in ``soxspipe.simulator``.
+(:class:`Exposure`); :func:`plan_blocks` gives the spectroscopic OBs as every arm
+and the acquisition camera share them (:class:`ObservingBlock`: a flux standard,
+science in stare, nodding and offset mode, a telluric standard; each opens with
+a slot for its acquisition images). :class:`ArmSimulator` renders, reads out and
+writes the exposures, with the arm's truth. The public entry points are in
+``soxspipe.simulator``.
 """
 
 import json
@@ -30,6 +34,8 @@ _OVERHEAD = {"VIS": 45.0, "NIR": 10.0}
 # NIR frames start this much later than VIS ones of the same template, so names never collide
 _ARM_DELAY = {"VIS": 0.0, "NIR": 1.5}
 SCIENCE_SLIT = 1.0
+#: scale of the telluric model's water-vapour absorption through the night
+WATER_VAPOUR_SCALE = 1.0
 CAL_KINDS = ("bias", "dark", "pinhole_arc", "pinhole_flat", "slit_flat", "multipinhole_arc")
 
 
@@ -141,41 +147,92 @@ def plan_calibrations(arm, start_mjd, obs_id, *, binning=(1, 1), readout="slow",
     return out, obs_id, mjd
 
 
-# Science targets of the night: name -> (RA, Dec) in degrees
+# Targets of the night's spectroscopic OBs: name -> (RA, Dec) in degrees
+TELLURIC_STAR = "TELLSTD-1"
 TARGETS = {
     "LTT3218": (131.0, -32.63),
     "GAL-A": (120.5, -30.1),
     "GAL-B": (135.2, -25.4),
     "GAL-C": (150.3, -28.8),
+    # a hot star near the meridian at ~41 deg zenith distance when it is observed: airmass ~1.33,
+    # 0.15-0.4 above that of the science targets, which are observed close to the zenith
+    TELLURIC_STAR: (131.5, -70.5),
 }
+#: V magnitude (AB, through the bundled Johnson V curve) and temperature of the telluric standard
+TELLURIC_V, TELLURIC_TEMPERATURE = 11.5, 15000.0
+#: the stare target is observed in this seeing (arcsec), wider than the 1" slit
+STARE_SEEING = 1.2
+#: the spectroscopic OBs start this long (days) after local noon (night_mjd): about 23:30 local time
+SCIENCE_START = 0.48
+FIRST_SCIENCE_OB = 100
+#: filters of the acquisition images at the start of every spectroscopic OB, per night size
+ACQ_FILTERS = {"small": ("r",), "full": ("g", "r", "i", "z")}
+#: longest acquisition exposure, and the camera's time per frame and for centring (s)
+ACQ_MAX_EXPTIME, ACQ_OVERHEAD, ACQ_CENTRING = 60.0, 5.0, 30.0
+ACQ_TPL_ID = "SOXS_spec_acq"
 
 
-def plan_science(arm, start_mjd, obs_id, *, size="small", scenario="nominal", rng=None):
-    """Plan the flux standard and the science OBs (stare, nodding, offset) of one arm.
+def acquisition_filters(size):
+    """Filters of the acquisition images of each spectroscopic OB in a night of ``size``."""
+    return ACQ_FILTERS["small" if size == "small" else "full"]
 
-    Returns ``(exposures, next_obs_id, end_mjd)``. Both arms observe the same OBs
-    at the same time; ``rng`` draws the jitter and seeing and must be seeded the
-    same for both arms.
+
+@dataclass
+class ObservingBlock:
+    """One spectroscopic OB as both arms and the acquisition camera see it.
+
+    The acquisition images are taken from ``start_mjd`` (the OB's start) for at most
+    ``acquisition_s`` seconds; the spectrograph's template follows. ``exposures`` are
+    arm-less :class:`Exposure` templates timed for the arm without delay.
+    """
+
+    obs_id: int
+    name: str
+    tpl_id: str
+    target: str
+    start_mjd: float
+    acquisition_s: float
+    exposures: list
+
+    @property
+    def scene(self):
+        """Scene of the first exposure with the target in the slit."""
+        return next(e.scene for e in self.exposures if e.scene.get("object"))
+
+    @property
+    def seeing(self):
+        """Seeing FWHM (arcsec) at the OB's start."""
+        return self.exposures[0].scene["seeing"]
+
+
+def plan_blocks(start_mjd, obs_id, *, size="small", scenario="nominal", rng=None):
+    """Plan the night's spectroscopic OBs: flux standard, science (stare, nodding, offset), telluric standard.
+
+    Returns ``(blocks, next_obs_id, end_mjd)``. ``rng`` draws the jitter and seeing;
+    seeded the same, it gives every arm and the acquisition camera the same OBs.
     """
     rng = rng or np.random.default_rng(0)
     stare_n, nod_cycles, offset_n = (1, 1, 2) if size == "small" else (2, 2, 4)
     mag = 21.5 if scenario == "extreme" else 18.0
     slit = f"SLIT{SCIENCE_SLIT:.1f}"
+    acquisition_s = len(acquisition_filters(size)) * (ACQ_MAX_EXPTIME + ACQ_OVERHEAD) + ACQ_CENTRING
     obs = []  # (exposures, obs_name, tpl_id, target)
 
-    def exposure(kind, dpr, t, target, scene, header=None):
+    def exposure(kind, dpr, t, target, scene, header=None, seeing=None):
         ra, dec = TARGETS[target]
-        scene = dict(scene, target=target, seeing=float(rng.uniform(0.7, 1.1)))
+        drawn = float(rng.uniform(0.7, 1.1))
+        scene = dict(scene, target=target, seeing=drawn if seeing is None else seeing)
         head = {"ra": ra, "dec": dec, "seeing_start": round(scene["seeing"], 3),
                 "seeing_end": round(scene["seeing"], 3)}
         head.update(header or {})
-        return Exposure(arm, kind, dpr, t, slit=slit, scene=scene, header=head)
+        return Exposure(None, kind, dpr, t, slit=slit, scene=scene, header=head)
 
     std = [exposure("flux_standard", ("CALIB", "STD,FLUX", "ECHELLE,SLIT,STARE"), 120.0, "LTT3218",
                     {"type": "sky", "object": "standard", "position": 0.0})]
     obs.append((std, "Flux standard LTT3218", "SOXS_spec_cal_FluxStd", "LTT3218"))
     stare = [exposure("science", ("SCIENCE", "OBJECT", "ECHELLE,SLIT,STARE"), 600.0, "GAL-A",
-                      {"type": "sky", "object": "galaxy", "position": 0.0, "mag": mag}) for _ in range(stare_n)]
+                      {"type": "sky", "object": "galaxy", "position": 0.0, "mag": mag}, seeing=STARE_SEEING)
+             for _ in range(stare_n)]
     obs.append((stare, "GAL-A stare", "SOXS_spec_obs_Stare", "GAL-A"))
     throw, jitter = 5.0, 1.0
     nod = []
@@ -194,15 +251,44 @@ def plan_science(arm, start_mjd, obs_id, *, size="small", scenario="nominal", rn
                             {"type": "sky", "object": "galaxy" if on_target else None, "position": 0.0, "mag": mag},
                             {"fixoff_ra": fix[0], "fixoff_dec": fix[1]}))
     obs.append((off, "GAL-C offset", "SOXS_spec_obs_Offset", "GAL-C"))
-    out, mjd = [], start_mjd
+    # the same exposure time as the flux standard: the NIR darks of the night serve it too
+    tell = [exposure("telluric_standard", ("CALIB", "STD,TELLURIC", "ECHELLE,SLIT,STARE"), 120.0, TELLURIC_STAR,
+                     {"type": "sky", "object": "telluric", "position": 0.0, "mag": TELLURIC_V,
+                      "temperature": TELLURIC_TEMPERATURE})]
+    obs.append((tell, f"Telluric standard {TELLURIC_STAR}", "SOXS_spec_cal_TelluricStd", TELLURIC_STAR))
+    blocks, mjd = [], start_mjd
     for exposures, name, tpl, target in obs:
+        start = mjd
+        mjd += acquisition_s / 86400.0
         # both arms share the OB's timing: the slower VIS overhead sets it
         for e in exposures:
-            e.mjd = mjd + _ARM_DELAY[arm] / 86400.0
+            e.mjd = mjd
             mjd += (e.exptime + _OVERHEAD["VIS"]) / 86400.0
-        _template_keywords(exposures, obs_id, name, tpl, target)
+        blocks.append(ObservingBlock(obs_id, name, tpl, target, start, acquisition_s, exposures))
         mjd += 300.0 / 86400.0
         obs_id += 1
+    return blocks, obs_id, mjd
+
+
+def science_blocks(night, seed, scenario, size):
+    """The spectroscopic OBs of a simulated night (the same for every arm): ``(blocks, next_obs_id, end_mjd)``."""
+    return plan_blocks(night_mjd(night) + SCIENCE_START, FIRST_SCIENCE_OB, size=size, scenario=scenario,
+                       rng=np.random.default_rng([seed, 3]))
+
+
+def plan_science(arm, start_mjd, obs_id, *, size="small", scenario="nominal", rng=None):
+    """Plan one arm's exposures of the spectroscopic OBs (see :func:`plan_blocks`).
+
+    Returns ``(exposures, next_obs_id, end_mjd)``. Both arms observe the same OBs
+    at the same time; ``rng`` draws the jitter and seeing and must be seeded the
+    same for both arms.
+    """
+    blocks, obs_id, mjd = plan_blocks(start_mjd, obs_id, size=size, scenario=scenario, rng=rng)
+    out = []
+    for b in blocks:
+        exposures = [replace(e, arm=arm, mjd=e.mjd + _ARM_DELAY[arm] / 86400.0, scene=dict(e.scene),
+                             header=dict(e.header)) for e in b.exposures]
+        _template_keywords(exposures, b.obs_id, b.name, b.tpl_id, b.target)
         out += exposures
     return out, obs_id, mjd
 
@@ -304,24 +390,18 @@ class ArmSimulator:
         image = self._cache[key] * np.float32(e.exptime)
         if scene.get("object") is None:
             return image
-        ra, dec = TARGETS[scene["target"]]
+        ra, dec = e.header["ra"], e.header["dec"]
         airmass = sky_position(ra, dec, e.mjd + e.exptime / 172800.0)[3]
-        toa = self._toa(scene)
+        toa = spectra.source_flux(scene)
 
         def photons(o, wl):
             return (spectra.photon_rate(wl, toa(wl)) * 10 ** (-0.4 * spectra.extinction(wl) * airmass)
-                    * spectra.telluric(wl, airmass) * spectra.efficiency(self.arm, o, wl) * e.exptime)
+                    * spectra.telluric(wl, airmass, WATER_VAPOUR_SCALE) * spectra.efficiency(self.arm, o, wl)
+                    * e.exptime)
 
         obj, _ = r.point_source(photons, scene["position"], scene["seeing"], SCIENCE_SLIT)
         self._write_spectrum(e, toa, airmass)
         return image + obj
-
-    def _toa(self, scene):
-        if scene["object"] == "standard":
-            wl_s, f_s = spectra.standard_star(scene["target"])
-            return lambda wl: np.interp(wl, wl_s, f_s)
-        mag = scene.get("mag", 18.0)
-        return lambda wl: spectra.science_target(wl, mag)
 
     # -- truth -------------------------------------------------------------------------
     def _write_lines(self, name, lines, meta):
@@ -343,17 +423,27 @@ class ArmSimulator:
         sky = spectra.sky_continuum(wl) + line_spectrum(wl, np.asarray(lines["wavelength"]),
                                                         np.asarray(lines["flux"]),
                                                         np.asarray(lines["wavelength"]) / r / 2.3548)
+        h2o, o2 = spectra.telluric_parts(wl, airmass, WATER_VAPOUR_SCALE)
         cols = {"wavelength": wl, "toa_flux": toa(wl), "toa_photons": spectra.photon_rate(wl, toa(wl)),
-                "sky_photons": sky, "telluric": spectra.telluric(wl, airmass),
+                "sky_photons": sky, "telluric": h2o * o2, "telluric_h2o": h2o, "telluric_o2": o2,
                 "extinction": spectra.extinction(wl)}
-        meta = {"arm": self.arm, "target": target, "airmass": airmass, "seeing_fwhm": e.scene["seeing"],
+        meta = {"arm": self.arm, "target": target, "kind": e.kind, "obs_id": int(e.header["obs_id"]),
+                "ra": e.header["ra"], "dec": e.header["dec"], "airmass": airmass, "seeing_fwhm": e.scene["seeing"],
                 "slit_width": SCIENCE_SLIT, "slit_transmission": slit_transmission(e.scene["seeing"], SCIENCE_SLIT),
+                "water_vapour_scale": WATER_VAPOUR_SCALE,
+                "ab_magnitudes": spectra.ab_magnitudes(toa),
                 "units": {"wavelength": "nm", "toa_flux": "erg/s/cm2/Angstrom",
                           "toa_photons": "photons/s/nm over the telescope area",
                           "sky_photons": "photons/s/cm2/nm/arcsec2 (lines at the slit's resolution)",
-                          "telluric": "transmission", "extinction": "mag/airmass"},
+                          "telluric": "transmission", "telluric_h2o": "transmission",
+                          "telluric_o2": "transmission", "extinction": "mag/airmass",
+                          "ab_magnitudes": "AB mag of toa_flux through the bundled filter curves"},
                 "note": "electrons/s/nm in order o = toa_photons * 10**(-0.4 extinction airmass) * telluric "
-                        "* efficiency(o) * slit_transmission; airmass and seeing of the first exposure"}
+                        "* efficiency(o) * slit_transmission; airmass and seeing of the first exposure. "
+                        "telluric = telluric_h2o * telluric_o2 (water vapour; O2 with the other well-mixed "
+                        "gases); each part at airmass X is its value here to the power X / airmass"}
+        if e.scene["object"] == "telluric":
+            meta.update({"v_mag_ab": e.scene["mag"], "temperature_K": e.scene["temperature"]})
         write_table(self.truth_dir / f"spectrum_{self.arm}_{target}.ecsv", cols, meta)
         self._spectra_written.add(target)
 
@@ -415,7 +505,7 @@ def simulate_arm(arm, raw_dir, truth_dir, *, night, seed, scenario, size, calibr
     obs_id = 1000 * (ARMS.index(arm) + 1) + (0 if tuple(binning) == (1, 1) else 500)
     if not calibrations_only:
         # the same seed for both arms: the same seeing and jitter in simultaneous exposures
-        sci, obs_id, _ = plan_science(arm, base + 0.40, 100, size=size, scenario=scenario,
+        sci, obs_id, _ = plan_science(arm, base + SCIENCE_START, FIRST_SCIENCE_OB, size=size, scenario=scenario,
                                       rng=np.random.default_rng([seed, 3]))
         exposures += sci
     science_times = sorted({e.exptime for e in exposures}) or [300.0]

@@ -12,6 +12,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..commonutils.detectors import detector
+from ..commonutils.synthetic_photometry import FILTER_FILES, ab_magnitude
 from ..static_calibrations import path as static_path
 from .optics import spectral_format
 
@@ -179,6 +180,68 @@ def science_target(wl, magnitude_ab=18.0, redshift=0.3):
     return f
 
 
+# hydrogen lines of the hot telluric standard (air, nm): depth at the centre and FWHM (nm)
+HOT_STAR_LINES = [
+    (397.01, 0.40, 2.5), (410.17, 0.45, 2.5), (434.05, 0.45, 2.5), (486.13, 0.45, 2.5), (656.28, 0.35, 2.0),
+    (1004.94, 0.20, 2.5), (1093.81, 0.25, 3.0), (1281.81, 0.25, 3.5), (1681.2, 0.15, 3.0), (1736.2, 0.15, 3.0),
+]
+
+
+def _hot_star_shape(wl, temperature):
+    """Black-body F_lambda (arbitrary scale) with the broad hydrogen lines of a B star."""
+    wl = np.asarray(wl, float)
+    f = wl ** -5 / np.expm1(1.4387769e7 / (wl * temperature))
+    for centre, depth, fwhm in HOT_STAR_LINES:
+        f = f * (1.0 - depth * np.exp(-0.5 * ((wl - centre) / (fwhm / 2.3548)) ** 2))
+    return f
+
+
+@lru_cache(maxsize=None)
+def _hot_star_scale(v_mag, temperature):
+    wl = np.arange(460.0, 720.0, 0.1)
+    return 10 ** (-0.4 * (v_mag - ab_magnitude(wl, _hot_star_shape(wl, temperature), "V")))
+
+
+def hot_star(wl, v_mag, temperature=15000.0):
+    """Flux (erg/s/cm^2/Angstrom) of a hot (B-type) telluric standard.
+
+    A black body of ``temperature`` with broad Balmer, Paschen and Brackett absorption
+    lines (:data:`HOT_STAR_LINES`), scaled to the AB magnitude ``v_mag`` through the
+    bundled Johnson V curve.
+    """
+    return _hot_star_shape(wl, temperature) * _hot_star_scale(float(v_mag), float(temperature))
+
+
+def source_flux(scene):
+    """Top-of-atmosphere flux of a scene's target: a callable wavelength (nm) -> erg/s/cm^2/Angstrom.
+
+    ``scene['object']`` says what it is: 'standard' (the bundled flux table of
+    ``scene['target']``), 'telluric' (:func:`hot_star` of V = ``scene['mag']`` and
+    ``scene['temperature']``) or 'galaxy' (:func:`science_target` of AB magnitude
+    ``scene['mag']``).
+    """
+    kind = scene["object"]
+    if kind == "standard":
+        wl_s, f_s = standard_star(scene["target"])
+        return lambda wl: np.interp(wl, wl_s, f_s)
+    if kind == "telluric":
+        return lambda wl: hot_star(wl, scene["mag"], scene.get("temperature", 15000.0))
+    if kind == "galaxy":
+        return lambda wl: science_target(wl, scene.get("mag", 18.0))
+    raise ValueError(f"unknown object kind {kind!r}: use 'standard', 'telluric' or 'galaxy'")
+
+
+def ab_magnitudes(flux, filters=tuple(FILTER_FILES), step=0.02):
+    """AB magnitudes of ``flux`` (a callable of wavelength in nm) through the bundled filter curves.
+
+    The spectrum is sampled every ``step`` nm over 300-1200 nm, which holds every filter.
+    Returns a dict filter -> magnitude (rounded to 1e-5 mag).
+    """
+    wl = np.arange(300.0, 1200.0, step)
+    f = flux(wl)
+    return {name: round(float(ab_magnitude(wl, f, name)), 5) for name in filters}
+
+
 def photon_rate(wl, flux_erg):
     """Convert F_lambda (erg/s/cm^2/Angstrom) to photons / s / nm over the telescope area."""
     wl = np.asarray(wl, float)
@@ -206,11 +269,13 @@ def extinction(wl):
     return k
 
 
-# centre (nm), half-width (nm), optical depth at airmass 1 of the main absorption bands
+# centre (nm), half-width (nm), optical depth at airmass 1 and absorber of the main bands:
+# H2O (water vapour, scaled by the water-vapour scale) or O2 (O2 and the other well-mixed
+# gases, CO2 at 2010 nm, which scale with airmass alone)
 _TELLURIC_BANDS = [
-    (628.0, 3.0, 0.05), (687.0, 2.5, 0.5), (720.0, 12.0, 0.25), (762.0, 3.0, 1.5),
-    (820.0, 12.0, 0.3), (935.0, 25.0, 1.0), (1130.0, 35.0, 1.2), (1268.0, 4.0, 0.4),
-    (1400.0, 60.0, 3.0), (1850.0, 90.0, 3.0), (2010.0, 10.0, 0.4),
+    (628.0, 3.0, 0.05, "O2"), (687.0, 2.5, 0.5, "O2"), (720.0, 12.0, 0.25, "H2O"), (762.0, 3.0, 1.5, "O2"),
+    (820.0, 12.0, 0.3, "H2O"), (935.0, 25.0, 1.0, "H2O"), (1130.0, 35.0, 1.2, "H2O"), (1268.0, 4.0, 0.4, "O2"),
+    (1400.0, 60.0, 3.0, "H2O"), (1850.0, 90.0, 3.0, "H2O"), (2010.0, 10.0, 0.4, "O2"),
 ]
 
 
@@ -229,20 +294,37 @@ def _telluric_comb():
     return grid, comb / comb.mean()
 
 
+def _telluric_depths(wl, water_scale):
+    """Optical depths at airmass 1 of the water and of the O2 bands, line structure included."""
+    wl = np.asarray(wl, float)
+    grid, comb = _telluric_comb()
+    structure = np.interp(wl, grid, comb, left=1.0, right=1.0)
+    tau = {"H2O": np.zeros_like(wl), "O2": np.zeros_like(wl)}
+    for centre, width, depth, absorber in _TELLURIC_BANDS:
+        scale = water_scale if absorber == "H2O" else 1.0
+        tau[absorber] += depth * scale * np.exp(-0.5 * ((wl - centre) / width) ** 2)
+    return tau["H2O"] * structure, tau["O2"] * structure
+
+
+def telluric_parts(wl, airmass=1.0, water_scale=1.0):
+    """Water-vapour and O2 transmissions (0-1) at ``airmass``; their product is :func:`telluric`.
+
+    The O2 part holds O2 and the other well-mixed gases (CO2): it scales with airmass
+    alone; the water part also with ``water_scale``. Each part at airmass X is its
+    value at airmass 1 to the power X.
+    """
+    tau_h2o, tau_o2 = _telluric_depths(wl, water_scale)
+    return np.exp(-airmass * tau_h2o), np.exp(-airmass * tau_o2)
+
+
 def telluric(wl, airmass=1.0, water_scale=1.0):
     """Telluric transmission (0-1) of a simple band model at ``airmass``.
 
     Gaussian band envelopes (O2 A and B bands, H2O bands) filled with a fixed
     forest of narrow lines; ``water_scale`` scales the water bands.
     """
-    wl = np.asarray(wl, float)
-    grid, comb = _telluric_comb()
-    structure = np.interp(wl, grid, comb, left=1.0, right=1.0)
-    tau = np.zeros_like(wl)
-    for centre, width, depth in _TELLURIC_BANDS:
-        scale = 1.0 if centre in (687.0, 762.0, 1268.0) else water_scale
-        tau += depth * scale * np.exp(-0.5 * ((wl - centre) / width) ** 2)
-    return np.exp(-airmass * tau * structure)
+    tau_h2o, tau_o2 = _telluric_depths(wl, water_scale)
+    return np.exp(-airmass * (tau_h2o + tau_o2))
 
 
 # -- instrument ------------------------------------------------------------------

@@ -12,7 +12,11 @@ Layout of ``<output>/truth/``:
   cross-dispersion position of the slit centre and of both slit ends;
 - ``lines_<ARM>_<kind>_<bx>x<by>.ecsv``: every rendered line (arcs: order, wavelength,
   slit position, x, y, electrons; sky lines at the slit centre);
-- ``spectrum_<ARM>_<target>.ecsv`` and ``efficiency_<ARM>.ecsv``: injected spectra;
+- ``spectrum_<ARM>_<target>.ecsv`` and ``efficiency_<ARM>.ecsv``: injected spectra (per
+  target: top-of-atmosphere flux, sky, telluric transmission at its airmass and its water
+  and O2 parts, extinction; AB magnitudes through the bundled filters in the metadata);
+- ``acq.json``, ``acq_stars.ecsv``, ``acq_targets.ecsv``, ``refcat.ecsv``: the acquisition
+  camera's truth (see :mod:`soxspipe.simulator.acq`);
 - ``detector_<ARM>_<bx>x<by>_<readout>.json`` (+ response and bad-pixel FITS maps).
 """
 
