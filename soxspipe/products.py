@@ -104,6 +104,55 @@ def read_disp_image(path):
     return DispersionImage(*maps)
 
 
+def _read_spectrum_table(path, what, columns):
+    import warnings
+
+    with warnings.catch_warnings():
+        # FITS has no electron: the flux columns' TUNIT 'electron/nm' is made a unit below
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        table = _read_table(path, what)
+    for column in table.itercols():
+        if isinstance(column.unit, u.UnrecognizedUnit):
+            try:
+                column.unit = u.Unit(column.unit.name)
+            except ValueError:
+                pass
+    missing = [c for c in columns if c not in table.colnames]
+    if missing:
+        raise DataError(f"{path}: not a {what} product (column {missing[0]} missing)")
+    with fits.open(path, memmap=False) as hdul:
+        header = hdul[0].header
+        table.meta.clear()
+        table.meta.update((k, v) for k, v in header.items() if k not in ("COMMENT", "HISTORY", ""))
+    return table
+
+
+def read_extracted_orders(path):
+    """Read a ``<P>_ORDERS_<ARM>`` product of stare, nod or offset: the spectrum of every order.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per order and wavelength bin: ``ORDER``, ``WAVE``, ``WAVE_LO``, ``WAVE_HI`` (nm, air),
+        ``FLUX``, ``ERR`` (optimal extraction), ``FLUX_BOX``, ``ERR_BOX`` (boxcar), ``SKY`` (e-/nm over
+        the whole exposure time), ``SNR`` and ``QUAL`` (0 good); the product's primary header in
+        ``.meta`` (``EXPTIME`` the total exposure time).
+    """
+    return _read_spectrum_table(path, "extracted-orders", ("ORDER", "WAVE", "FLUX", "ERR", "SKY", "QUAL"))
+
+
+def read_merged_spectrum(path):
+    """Read a ``<P>_MERGED_<ARM>`` product of stare, nod or offset: the orders merged on one grid.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``WAVE``, ``WAVE_LO``, ``WAVE_HI`` (nm, air), ``FLUX``, ``ERR``, ``SKY`` (e-/nm over the whole
+        exposure time), ``QUAL`` (0 good) and ``N_ORDERS``; the product's primary header in ``.meta``.
+    """
+    return _read_spectrum_table(path, "merged-spectrum", ("WAVE", "FLUX", "ERR", "SKY", "QUAL", "N_ORDERS"))
+
+
 def read_line_table(path):
     """Read a ``DISP_TAB_LINES`` product: one row per predicted line.
 
@@ -119,3 +168,33 @@ def read_line_table(path):
     if "status" in table.colnames:
         table["status"] = np.char.strip(np.asarray(table["status"], dtype=str))
     return table
+
+
+def read_response(path):
+    """Read a ``RESPONSE_<ARM>`` product of ``soxs_response``.
+
+    Returns
+    -------
+    soxspipe.commonutils.response.Response
+        ``.table``: ``ORDER``, ``WAVE`` (nm), ``RESPONSE`` ((e-/s/nm) / (erg/s/cm^2/Angstrom)),
+        ``ERROR``, ``MASK``; ``.evaluate(order, wavelength)``, ``.efficiency(order, wavelength)``;
+        ``.meta``: ``standard``, ``airmass``, ``exptime``, ``model``, ``slit_transmission`` (divided
+        out of the response; 1 when not), the standard's ``arm``, ``slit``, ``binning``, ``mjd``,
+        the ``path`` and the primary ``header``.
+    """
+    from .commonutils.classify import classify_header
+    from .commonutils.response import Response
+
+    table = _read_spectrum_table(path, "response", ("ORDER", "WAVE", "RESPONSE", "ERROR", "MASK"))
+    with fits.open(path, memmap=False) as hdul:
+        header = hdul[0].header.copy()
+    info = classify_header(header, path)
+    if not info.tag.startswith("RESPONSE_"):
+        raise DataError(f"{path}: a {info.tag}, not a RESPONSE product")
+    table.meta.clear()
+    meta = {"standard": header_value(header, "pro_std_name", None),
+            "airmass": header_value(header, "pro_airmass", None), "exptime": info.exptime,
+            "model": header_value(header, "pro_resp_model", None),
+            "slit_transmission": header_value(header, "pro_slit_trans", 1.0), "arm": info.arm, "slit": info.slit,
+            "binning": info.binning, "mjd": info.mjd, "path": str(path), "header": header}
+    return Response(table, meta)

@@ -26,7 +26,7 @@ EXPECTED = {
     "slit_flat_nir": ("slit_flat", "LAMP,FLAT_NIR", "mflat"),
     "slit_flat_nir_off": ("slit_flat", "LAMP,FLAT_NIR", "mflat"),
     "multipinhole_arc_vis": ("multipinhole_arc", "LAMP,WAVE_VIS", "spat_solution"),
-    "std_flux_vis": ("flux_standard", "STD,FLUX_VIS", "stare"),
+    "std_flux_vis": ("flux_standard", "STD,FLUX_VIS", "response"),
     "std_telluric_nir": ("telluric_standard", "STD,TELLURIC_NIR", "nod"),
     "science_nod_nir": ("science", "OBJECT_NIR", "nod"),
     "science_offset_vis": ("science", "OBJECT,ASYNC_VIS", "offset"),

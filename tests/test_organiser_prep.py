@@ -81,7 +81,8 @@ def _expected_runs(manifest):
     """Runs computed independently from the manifest: recipe per kind/technique, one run per OB and arm,
     darks split by exposure time, imaging by filter."""
     recipe = {"bias": "mbias", "dark": "mdark", "pinhole_arc": "disp_solution", "pinhole_flat": "order_centres",
-              "slit_flat": "mflat", "imaging_flat": "mflat", "multipinhole_arc": "spat_solution", "imaging_science": "image"}
+              "slit_flat": "mflat", "imaging_flat": "mflat", "multipinhole_arc": "spat_solution", "imaging_science": "image",
+              "flux_standard": "response"}
     mode = {"ECHELLE,SLIT,STARE": "stare", "ECHELLE,SLIT,NODDING": "nod", "ECHELLE,SLIT,OFFSET": "offset"}
     runs = {}
     for row in manifest:

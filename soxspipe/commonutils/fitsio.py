@@ -66,9 +66,9 @@ def read_header(path):
     with nothing (products keep their keywords in the primary HDU).
     """
     with _open(path) as hdul:
-        if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and has_keyword(hdul[0].header, "pro_catg"):
-            # a table product: its keywords are in the primary HDU
-            _check_complete(hdul, 1, path)
+        if len(hdul) > 1 and has_keyword(hdul[0].header, "pro_catg"):
+            # a product (table, image or named maps such as DISP_IMAGE): its keywords are in the primary HDU
+            _check_complete(hdul, len(hdul) - 1, path)
             return hdul[0].header.copy()
         idx = _image_hdu_index(hdul, path)
         _check_complete(hdul, idx, path)

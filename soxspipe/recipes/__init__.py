@@ -21,6 +21,15 @@ RECIPES = {
     "spat_solution": ("soxs_spatial_solution", "soxs_spatial_solution",
                       "full dispersion and spatial solution from a multi-pinhole arc: DISP_TAB, DISP_IMAGE",
                       "[--poly=<degrees>]"),
+    "response": ("soxs_response", "soxs_response",
+                 "response and end-to-end efficiency from a flux standard (raw frames + calibrations, or its "
+                 "STD_FLUX_ORDERS): RESPONSE"),
+    "stare": ("soxs_stare", "soxs_stare",
+              "a staring OB (science, flux or telluric standard): sky removed, spectra extracted, merged, 2D"),
+    "nod": ("soxs_nod", "soxs_nod",
+            "a nodding OB: A-B pairs, residual sky, each positive image extracted, combined; merged, 2D"),
+    "offset": ("soxs_offset", "soxs_offset",
+               "an offset OB: object minus nearest sky frame(s), residual sky, extracted, combined; merged, 2D"),
     "image": ("soxs_image", "soxs_image",
               "acquisition-camera images of one filter: detrended, stacked, WCS and zero point -> IMAGE_ACQ_<filter>"),
 }

@@ -1,0 +1,206 @@
+"""Where the object is along the slit: found in all orders together, then in each, then traced.
+
+A science frame's object may be too faint to see in one order but plain when
+the orders are collapsed together along the slit, so :func:`locate_object`
+first looks at all the orders at once (:func:`~.extraction.find_object` on
+their union: a median profile along the slit) and then at each order on its
+own. An order keeps its own position only where its detection is significant
+and agrees with the joint one; otherwise it takes the joint one. An object that
+is not found anywhere is placed where it is expected (or at the slit centre)
+and flagged, so that a faint target is still extracted where it should be.
+
+:func:`object_trace` follows a detected object across wavelength with
+:func:`~.extraction.trace_object`, or holds it at one slit position when it is
+too faint to trace. No I/O.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .extraction import find_object, trace_object
+from .polynomials import FitError, Polynomial, robust_sigma
+from .resample import pixel_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detection:
+    """The object in one profile along the slit.
+
+    Attributes
+    ----------
+    slit : float
+        Slit position (arcsec).
+    fwhm : float
+        FWHM along the slit (arcsec).
+    significance : float
+        Peak of the profile over the robust noise of the profile away from it.
+    found : bool
+        Whether the detection is significant (else ``slit``/``fwhm`` are the fallback values).
+    """
+
+    slit: float
+    fwhm: float
+    significance: float
+    found: bool
+
+
+@dataclass
+class ObjectLocation:
+    """Result of :func:`locate_object`.
+
+    Attributes
+    ----------
+    joint : Detection
+        The object in all the orders collapsed together.
+    orders : dict
+        Order -> the :class:`Detection` used for that order (its own, or the joint one with ``found``
+        telling whether the object was detected in the order itself).
+    """
+
+    joint: Detection
+    orders: dict = field(default_factory=dict)
+
+    @property
+    def found(self):
+        """Whether the object was detected at all."""
+        return self.joint.found
+
+
+def _detect(flux, wavelength, slit, pixels, min_significance, max_fwhm, slit_step):
+    """The brightest peak of the median profile of ``pixels`` and its significance."""
+    if pixels.sum() < 10:
+        return None
+    position = find_object(flux, wavelength, slit, pixels, slit_step=slit_step)
+    s, profile = position.profile_slit, position.profile
+    far = np.abs(s - position.slit) > max(2.0 * position.fwhm, 3.0 * slit_step)
+    noise = robust_sigma(profile[far]) if far.sum() >= 5 else np.nan
+    significance = position.peak / noise if noise > 0 else 0.0
+    ok = bool(significance >= min_significance and 0 < position.fwhm <= max_fwhm)
+    return Detection(position.slit, position.fwhm, float(significance), ok)
+
+
+def order_box(order_map, order, margin=2):
+    """The smallest block of the frame that holds an order, ``margin`` pixels wider: ``(rows, columns)`` slices.
+
+    The extraction and resampling cores take whole frames; handing them this block
+    of every array instead spares them the pixels of the other orders.
+    """
+    rows = np.flatnonzero(np.any(order_map == order, axis=1))
+    columns = np.flatnonzero(np.any(order_map == order, axis=0))
+    ny, nx = order_map.shape
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, ny)),
+            slice(max(int(columns[0]) - margin, 0), min(int(columns[-1]) + margin + 1, nx)))
+
+
+def locate_object(flux, wavelength, slit, order_map, *, bad=None, expected=None, search_radius=None,
+                  min_significance=5.0, fallback_fwhm=1.0, max_fwhm=4.0):
+    """Find the object along the slit in all the orders together and in each order.
+
+    Parameters
+    ----------
+    flux : numpy.ndarray
+        2D frame, sky removed (or not: the median of each profile is taken as its background).
+    wavelength, slit : numpy.ndarray
+        2D maps (nm, arcsec).
+    order_map : numpy.ndarray of int
+        Order of every pixel (0: none); only these pixels are searched.
+    bad : numpy.ndarray of bool, optional
+        Pixels left out.
+    expected : float, optional
+        Slit position (arcsec) where the object should be; the search is limited to
+        ``search_radius`` around it, and an object not found is placed there.
+    search_radius : float, optional
+        Half width (arcsec) of the search window around ``expected``.
+    min_significance : float
+        Detection threshold: profile peak over the profile's robust noise.
+    fallback_fwhm : float
+        FWHM (arcsec) given to an object that is not found (e.g. the seeing).
+    max_fwhm : float
+        A wider peak is not an object (arcsec).
+
+    Returns
+    -------
+    ObjectLocation
+    """
+    usable = (order_map > 0) & np.isfinite(flux) & np.isfinite(slit) & np.isfinite(wavelength)
+    if bad is not None:
+        usable &= ~bad
+    if expected is not None and search_radius is not None:
+        usable &= np.abs(slit - expected) <= search_radius
+    centre = 0.0 if expected is None else float(expected)
+    fallback = Detection(centre, float(fallback_fwhm), 0.0, False)
+    boxes = {int(o): order_box(order_map, o) for o in np.unique(order_map[order_map > 0])}
+    # one slit step for all the orders (the joint profile's bins): the median of the orders' own
+    step = float(np.median([pixel_step(slit[box], order_map[box] == o) for o, box in boxes.items()]))
+    joint = _detect(flux, wavelength, slit, usable, min_significance, max_fwhm, step) or fallback
+    if not joint.found:
+        joint = Detection(centre, float(fallback_fwhm), joint.significance, False)
+    location = ObjectLocation(joint)
+    for order, box in boxes.items():
+        own = _detect(flux[box], wavelength[box], slit[box], usable[box] & (order_map[box] == order),
+                      min_significance, max_fwhm, step)
+        agrees = own is not None and own.found and joint.found and abs(own.slit - joint.slit) <= joint.fwhm
+        location.orders[int(order)] = own if agrees else Detection(joint.slit, joint.fwhm,
+                                                                    own.significance if own else 0.0, False)
+    log.info("object %s at slit %+.2f arcsec, FWHM %.2f arcsec (significance %.1f); found in %d of %d orders",
+             "found" if joint.found else "NOT found, placed", joint.slit, joint.fwhm, joint.significance,
+             sum(d.found for d in location.orders.values()), len(location.orders))
+    return location
+
+
+def constant_trace(position, low, high):
+    """A trace that holds the object at one slit position over ``[low, high]`` nm."""
+    return Polynomial((0,), (float(low),), (float(high),), np.array([float(position)]))
+
+
+def object_trace(flux, wavelength, slit, pixels, detection, *, bad=None, degree=2, n_bins=30,
+                 min_significance=10.0, max_offset=None):
+    """The object's slit position as a function of wavelength in one order.
+
+    Parameters
+    ----------
+    flux, wavelength, slit : numpy.ndarray
+        Sky-free frame and its maps.
+    pixels : numpy.ndarray of bool
+        The pixels of the order.
+    detection : Detection
+        The object in this order (:attr:`ObjectLocation.orders`).
+    bad : numpy.ndarray of bool, optional
+    degree : int
+        Degree of the polynomial ``slit(lambda)``.
+    n_bins : int
+        Wavelength bins, one centroid each.
+    min_significance : float
+        Below this significance the object is held at ``detection.slit`` (no trace fitted).
+    max_offset : float, optional
+        A fitted trace straying farther than this (arcsec) from ``detection.slit`` is refused
+        (default: the detection's FWHM).
+
+    Returns
+    -------
+    trace : Polynomial
+        Slit position (arcsec) against wavelength (nm).
+    traced : bool
+        Whether a trace was fitted (False: constant).
+    """
+    w = wavelength[pixels]
+    w = w[np.isfinite(w)]
+    low, high = float(w.min()), float(w.max())
+    constant = constant_trace(detection.slit, low, high)
+    if not detection.found or detection.significance < min_significance:
+        return constant, False
+    try:
+        trace = trace_object(flux, wavelength, slit, pixels, position=detection.slit,
+                             half_width=1.5 * detection.fwhm, bad=bad, n_bins=n_bins, degree=degree)
+    except FitError:
+        return constant, False
+    limit = detection.fwhm if max_offset is None else max_offset
+    grid = np.linspace(low, high, 64)
+    if not np.all(np.abs(trace.polynomial(grid) - detection.slit) <= limit):
+        log.warning("a trace straying more than %.2f arcsec from the object's position was refused", limit)
+        return constant, False
+    return trace.polynomial, True

@@ -1,0 +1,363 @@
+"""soxs_response: the instrument's response and end-to-end efficiency from a flux standard.
+
+The SOF (one arm) holds either
+
+- the raw frames of a flux standard's OB (``STD,FLUX``, staring, nodding or offset)
+  with the calibrations of a science recipe: they are reduced on the way as the
+  science recipe of their ``DPR TECH`` reduces them (``frame_types.yaml``:
+  ``soxs_stare``, ``soxs_nod`` or ``soxs_offset``; the recipe becomes an instance
+  of a class deriving from both, :func:`with_sky_recipe`, so that that recipe's
+  sky removal, combination and checks run), and the ``STD_FLUX_*`` products are
+  written as that recipe writes them, their tables flux-calibrated with the
+  response (``FLUX_CAL``, ``ERR_CAL``); or
+- a ``STD_FLUX_ORDERS_<ARM>`` product of such a reduction, alone.
+
+The response, from the extracted orders:
+
+1. the star is looked up in the bundled ``flux_standards`` table by its ``OBJECT``
+   (aliases and spelling variants), else as the standard nearest the pointing
+   (within ``match-radius-arcsec``); its catalogue flux is convolved to
+   ``resolving-power``;
+2. with ``slit-loss-correction`` the standard's slit losses are divided out: the
+   fraction of a Gaussian seeing disc of the object's measured FWHM along the slit
+   (QC ``OBJ FWHM``) that the slit's width lets through. The response is then the
+   telescope's and the instrument's alone, and so is the efficiency; the science
+   spectra calibrated with it keep their own slit losses (the final products
+   remove them with :func:`~soxspipe.commonutils.science_fluxcal.slit_transmission`);
+3. the response ``counts / exptime * 10^(0.4 k X) / F`` is fitted per arm
+   (:func:`~soxspipe.commonutils.response.fit_response`: the ``model``, knots and
+   clipping of the settings; telluric bands and the star's lines masked) on the
+   orders' bins that are neither empty nor incomplete;
+4. QC: the end-to-end efficiency (photons detected over photons reaching the
+   89,000 cm^2 mirror) at ``qc-fractions`` of every order's range, ``EFF O<order>
+   <k>`` (the comment gives the wavelength, and says when the point is bridged
+   across a band or a line rather than measured), ``EFFICIENCY`` the median over
+   the orders of the efficiency at their centres, ``SLIT TRANS`` and ``RESP
+   FITTED`` (the fraction of the bins that constrained the fit).
+
+Products: ``RESPONSE_<ARM>``, a table ``ORDER, WAVE, RESPONSE, ERROR, MASK`` on the
+standard's bins (response in (e-/s/nm) / (erg/s/cm^2/Angstrom); ``MASK`` bits in
+:mod:`~soxspipe.commonutils.response`) whose header names the standard
+(``ESO PRO STD NAME``), its airmass, exposure time, the model and the slit
+transmission divided out, with a plot of the response and the efficiency; from
+raw frames also the ``STD_FLUX_*`` products.
+"""
+
+import logging
+import warnings
+from functools import lru_cache
+
+import numpy as np
+from astropy import units as u
+
+from ..commonutils.errors import DataError
+from ..commonutils.fitsio import read_header
+from ..commonutils.flux_standards import catalogue_flux, find_standard
+from ..commonutils.keywords import header_value, keyword
+from ..commonutils.qc import QCRecorder
+from ..commonutils.response import efficiency_qc, fit_response, response_options
+from ..commonutils.response_plots import response_plot
+from ..commonutils.science_extract import QUAL_BITS
+from ..commonutils.science_fluxcal import apply_response, slit_transmission, slit_width
+from ..commonutils.settings import qc_ranges, recipe_settings
+from ..products import read_extracted_orders
+from ..static_calibrations import load_yaml
+from . import RECIPES, recipe_class
+from ._base_recipe_ import Product, _base_recipe_
+from ._science_recipe_ import _science_recipe_
+
+log = logging.getLogger(__name__)
+
+#: product category (without the arm) of the extracted standard a response may be measured on
+SPECTRUM = "STD_FLUX_ORDERS"
+#: unit of the ``RESPONSE`` and ``ERROR`` columns (FITS has no electron: written as text)
+RESPONSE_UNIT = u.UnrecognizedUnit("(electron/s/nm)/(erg/s/cm2/Angstrom)")
+
+
+def sky_recipe_name(tech):
+    """The recipe whose sky removal reduces frames of ``DPR TECH`` ``tech`` (``frame_types.yaml``, science kind)."""
+    return load_yaml("frame_types.yaml")["kinds"]["science"]["recipe"].get(tech)
+
+
+class soxs_response(_science_recipe_):
+    """The response and efficiency from a flux standard's raw frames (reduced on the way) or its extracted orders."""
+
+    name = "response"
+    raw_kinds = ("flux_standard",)
+    techniques = tuple(load_yaml("frame_types.yaml")["kinds"]["flux_standard"]["tech"])
+    calibrations = {k: v for k, v in _science_recipe_.calibrations.items() if k != "RESPONSE"}
+
+    def __init__(self, sof, **kwargs):
+        super().__init__(sof, **kwargs)
+        #: the STD_FLUX_ORDERS product the response is measured on (None: raw frames)
+        self.spectrum = None
+        #: the recipe class whose sky-removal hooks reduce the raw frames
+        self.sky_recipe = None
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def check_inputs(self, frames):
+        """Raw frames and calibrations as for a science recipe, or one ``STD_FLUX_ORDERS_<ARM>`` product alone.
+
+        Raises
+        ------
+        DataError
+            Neither, both, two spectra, or a spectrum with other files.
+        """
+        spectra = [f for f in frames if f.is_product and f.tag == f"{SPECTRUM}_{f.arm}"]
+        raws = [f for f in frames if not f.is_product]
+        if not spectra:
+            if not raws:
+                raise DataError(f"{self.sof}: no flux-standard frames and no {SPECTRUM}_<ARM> product; "
+                                f"{self.recipe_id} takes the raw frames of a STD,FLUX OB with their calibrations, "
+                                f"or the {SPECTRUM} product of its reduction")
+            self.take_sky_recipe(raws)
+            return super().check_inputs(frames)
+        if len(spectra) > 1:
+            raise DataError(f"{spectra[1].path}: a second {spectra[1].tag} in the SOF (first: {spectra[0].path}); "
+                            "give one")
+        others = [f for f in frames if f is not spectra[0]]
+        if others:
+            raise DataError(f"{others[0].path}: a {others[0].tag} beside the {spectra[0].tag} {spectra[0].path}; "
+                            f"{self.recipe_id} takes either a flux standard's raw frames with their calibrations "
+                            f"or its {SPECTRUM} product alone")
+        self.spectrum = spectra[0]
+        self.arm = self.spectrum.arm
+        # the product stands in for the raw frames: its name, binning and date name the products
+        self.raw_frames = [self.spectrum]
+        self.calibration_frames = {}
+
+    def take_sky_recipe(self, raws):
+        """Become the recipe that also reduces like the science recipe of the raw frames' technique.
+
+        The instance's class becomes one deriving from this recipe and that one
+        (:func:`with_sky_recipe`): its sky removal, combination and other hooks reduce the
+        frames, this recipe's own steps come first. Frames of several or unknown techniques
+        are left to the science checks.
+
+        Raises
+        ------
+        DataError
+            No registered recipe reduces the technique.
+        """
+        techs = {f.tech for f in raws}
+        if len(techs) != 1 or next(iter(techs)) not in self.techniques:
+            return
+        tech = next(iter(techs))
+        mode = sky_recipe_name(tech)
+        if mode not in RECIPES:
+            raise DataError(f"{raws[0].path}: a {tech} flux standard needs the sky removal of soxs_{mode}, which "
+                            f"this soxspipe does not have; reduce the standard with a recipe that exists and give "
+                            f"its {SPECTRUM}_{raws[0].arm} product instead")
+        self.sky_recipe = recipe_class(mode)
+        self.__class__ = with_sky_recipe(self.sky_recipe)
+        log.info("%s standard: reduced as soxs_%s reduces it", tech, mode)
+
+    def check_science_frames(self):
+        """One technique; the parameters and QC ranges of its recipe with the ``response`` ones over them; its checks.
+
+        Raises
+        ------
+        DataError
+            Frames of several techniques, or what the science checks find.
+        """
+        techs = sorted({f.tech for f in self.raw_frames})
+        if len(techs) > 1:
+            raise DataError(f"{self.sof}: frames of techniques {', '.join(techs)} in one SOF; "
+                            "give the frames of one OB")
+        mode = self.sky_recipe.name if self.sky_recipe is not None else None
+        if mode in self.settings:
+            self.params = {**recipe_settings(self.settings, mode, self.arm),
+                           **recipe_settings(self.settings, self.name, self.arm)}
+            self.qc = QCRecorder({**qc_ranges(self.settings, mode, self.arm),
+                                  **qc_ranges(self.settings, self.name, self.arm)})
+        super().check_science_frames()
+
+    # -- the recipe --------------------------------------------------------------------------
+
+    def reduce(self):
+        """Reduce the raw frames (or read the product), fit the response, record its QC; the products."""
+        if self.spectrum is not None:
+            path = self.spectrum.path
+            orders = read_extracted_orders(path)
+            meta = orders.meta
+            fwhm = header_value(meta, "qc", None, qc_name="OBJ FWHM")
+            response = self.measure(orders, path, exptime=header_value(meta, "exptime", None),
+                                    airmass=header_value(meta, "pro_airmass", None), fwhm=fwhm, header=meta)
+            tech = self.spectrum.tech or header_value(meta, "pro_tech", "")
+            return [self.response_product(response, self.record_response_qc(response), tech)]
+        products = super().reduce()
+        by_catg = {p.pro_catg: p for p in products}
+        orders = by_catg[f"{self.prefix}_ORDERS_{self.arm}"]
+        merged = by_catg[f"{self.prefix}_MERGED_{self.arm}"]
+        exptime = orders.header_cards["exptime"][0]
+        airmass = orders.header_cards.get("pro_airmass", (None,))[0]
+        fwhm = next((v.value for v in self.qc.values if v.name == "OBJ FWHM"), None)
+        first = self.raw_frames[0]
+        response = self.measure(orders.data, first.path, exptime=exptime, airmass=airmass, fwhm=fwhm,
+                                header=read_header(first.path))
+        product = self.response_product(response, self.record_response_qc(response), first.tech)
+        # the standard's own tables, flux-calibrated with its response
+        calibrated = apply_response(orders.data, merged.data, response, exptime=exptime, airmass=airmass)
+        orders.data, merged.data = calibrated.orders, calibrated.merged
+        for p in (orders, merged):
+            p.header_cards.update(calibrated.cards)
+        return products + [product]
+
+    def measure(self, orders, path, *, exptime, airmass, fwhm, header):
+        """Fit the response to a standard's extracted orders.
+
+        Parameters
+        ----------
+        orders : astropy.table.Table
+            The standard's ``STD_FLUX_ORDERS`` table.
+        path : str
+            The file the standard comes from (for messages).
+        exptime, airmass : float
+            Total exposure time (s) and mean airmass of the standard.
+        fwhm : float or None
+            Its FWHM along the slit (arcsec).
+        header : mapping
+            Its header (``OBJECT``, ``RA``, ``DEC``).
+
+        Returns
+        -------
+        soxspipe.commonutils.response.Response
+            With ``meta``: ``standard``, ``slit_transmission`` (divided out), the standard's ``arm``, ``slit``,
+            ``binning`` and ``mjd``, and the fit's ``model``, ``exptime``, ``airmass``.
+        """
+        p = self.params
+        if not exptime or airmass is None:
+            raise DataError(f"{path}: no exposure time or airmass of the standard; give a {SPECTRUM} product of "
+                            "soxspipe's science recipes")
+        target = str(header_value(header, "object", "") or "").strip() or None
+        try:
+            star = find_standard(target, header_value(header, "ra", None), header_value(header, "dec", None),
+                                 radius_arcsec=p["match-radius-arcsec"])
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        transmission = 1.0
+        if p["slit-loss-correction"]:
+            slit = self.raw_frames[0].slit
+            if fwhm is None:
+                raise DataError(f"{path}: the standard's FWHM along the slit is unknown (no QC OBJ FWHM), so its slit "
+                                "losses cannot be estimated; give a product of soxspipe's science recipes or set "
+                                "'response: slit-loss-correction: false'")
+            try:
+                transmission = slit_transmission(fwhm, slit_width(slit))
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
+        order = np.asarray(orders["ORDER"], dtype=int)
+        wave = np.asarray(orders["WAVE"], dtype=float)
+        usable = (np.asarray(orders["QUAL"]) & (QUAL_BITS["no_data"] | QUAL_BITS["incomplete"])) == 0
+        counts = np.where(usable, np.asarray(orders["FLUX"], dtype=float), np.nan) / transmission
+        error = np.asarray(orders["ERR"], dtype=float) / transmission
+        flux = catalogue_flux(star, wave, resolution=p["resolving-power"])
+        self._check_coverage(order, flux, star, path)
+        response = fit_response(order, wave, counts, error, exptime=float(exptime), airmass=float(airmass),
+                                standard_flux=flux, meta={"standard": star, "slit_transmission": transmission,
+                                                          "arm": self.arm, "slit": self.raw_frames[0].slit,
+                                                          "binning": self.raw_frames[0].binning,
+                                                          "mjd": self.raw_frames[0].mjd},
+                                **response_options(p))
+        log.info("response of %s (%s): exposure %g s, airmass %.3f, slit transmission %.3f", star, target,
+                 float(exptime), float(airmass), transmission)
+        return response
+
+    @staticmethod
+    def _check_coverage(order, flux, star, path):
+        """Every order of the standard's spectrum has catalogue fluxes (an order beyond the table is an error)."""
+        uncovered = [int(o) for o in np.unique(order) if not np.isfinite(flux[order == o]).any()]
+        if uncovered:
+            raise DataError(f"{path}: the catalogue spectrum of {star} does not cover order(s) {uncovered}; "
+                            "measure the response on a standard whose catalogue spectrum covers the arm")
+
+    def record_response_qc(self, response):
+        """QC of a response: efficiency at reference wavelengths of every order, its median at the orders' centres,
+        the slit transmission divided out and the fraction of the bins fitted.
+
+        Returns
+        -------
+        astropy.table.Table
+            The efficiency at the reference wavelengths (:func:`~soxspipe.commonutils.response.efficiency_qc`).
+        """
+        qc = self.qc
+        fractions = tuple(self.params["qc-fractions"])
+        table = efficiency_qc(response, fractions)
+        for i, row in enumerate(table):
+            how = " (bridged)" if row["MASK"] else ""
+            qc.add(f"EFF O{row['ORDER']} {i % len(fractions) + 1}", round(float(row["EFFICIENCY"]), 4), "",
+                   f"efficiency at {row['WAVE']:.1f} nm{how}")
+        centres = [response.efficiency(o, [np.mean(response.wavelength_range(o))])[0][0] for o in response.orders]
+        qc.add("EFFICIENCY", round(float(np.median(centres)), 4), "", "median efficiency at the orders' centres")
+        qc.add("SLIT TRANS", round(float(response.meta["slit_transmission"]), 4), "",
+               "standard's slit transmission divided out")
+        qc.add("RESP FITTED", round(float(np.mean(np.asarray(response.table["MASK"]) == 0)), 4), "",
+               "fraction of the bins fitted")
+        return table
+
+    def response_product(self, response, efficiency, tech):
+        """The ``RESPONSE_<ARM>`` product of ``response`` and its plot (its path is recorded in ``response.meta``)."""
+        table = response.table.copy()
+        table["WAVE"].unit = u.nm
+        for column in ("RESPONSE", "ERROR"):
+            table[column].unit = RESPONSE_UNIT
+        table["MASK"] = np.asarray(table["MASK"], dtype=np.int16)
+        meta = response.meta
+        cards = {"pro_std_name": (meta["standard"], "flux standard (flux_standards table)"),
+                 "pro_resp_model": (meta["model"], "response model"),
+                 "exptime": (float(meta["exptime"]), "[s] exposure time of the standard"),
+                 "pro_airmass": (round(float(meta["airmass"]), 4), "airmass of the standard"),
+                 "pro_slit_trans": (round(float(meta["slit_transmission"]), 5), "slit transmission divided out")}
+        title = f"RESPONSE_{self.arm}: {meta['standard']}"
+        product = Product(f"RESPONSE_{self.arm}", table, pro_tech=tech, header_cards=cards,
+                          plots=[("response", lambda path: response_plot(response, efficiency, title=title,
+                                                                         path=path))])
+        meta["path"] = str(self.product_path(product))
+        return product
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def product_header(self, product):
+        """From raw frames as a science recipe's; from a product, without the input's own QC and provenance."""
+        if self.spectrum is None:
+            return super().product_header(product)
+        header = _base_recipe_.product_header(self, product)
+        own = {keyword("qc", qc_name=v.name) for v in self.qc.values} | {keyword("qc_status")}
+        if self.qc.failed:
+            own.add(keyword("qc_failed"))
+        qc_prefix = keyword("qc", qc_name="")
+        for key in [k for k in header.keys() if k.startswith(qc_prefix) and k not in own]:
+            header.remove(key, remove_all=True)
+        # the input's provenance beyond this recipe's own (one input, no calibration, its parameters)
+        for stem, parts, kept in (("pro_rec_raw", ("name", "catg"), 1), ("pro_rec_cal", ("name", "catg"), 0),
+                                  ("pro_rec_param", ("name", "value"), len(self.params))):
+            n = kept + 1
+            while keyword(f"{stem}_{parts[0]}", n=n) in header:
+                for part in parts:
+                    header.remove(keyword(f"{stem}_{part}", n=n), ignore_missing=True)
+                n += 1
+        for name in ("pro_fluxcal_resp", "pro_fluxcal_std", "pro_fluxcal_std_airm"):
+            header.remove(keyword(name), ignore_missing=True)
+        return header
+
+    def write_products(self, products):
+        """As a science recipe from raw frames; from a product, the response alone."""
+        if self.spectrum is None:
+            return super().write_products(products)
+        with warnings.catch_warnings():
+            # the response's unit is text on purpose: FITS has no electron
+            warnings.simplefilter("ignore", u.UnitsWarning)
+            return _base_recipe_.write_products(self, products)
+
+
+@lru_cache(maxsize=None)
+def with_sky_recipe(sky):
+    """:class:`soxs_response` reducing raw frames as the science recipe class ``sky`` does: a class deriving from both.
+
+    :class:`soxs_response` comes first: its input checks, its ``reduce`` (which runs the shared
+    science steps through ``super()``) and its writing; ``sky`` supplies the hooks (sky removal,
+    combination of several frames, their exposure time, its own checks).
+    """
+    return type(f"soxs_response_{sky.name}", (soxs_response, sky), {"__doc__": soxs_response.__doc__,
+                                                                      "__module__": __name__})
