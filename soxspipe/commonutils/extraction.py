@@ -214,8 +214,23 @@ def trace_object(flux, wavelength, slit, pixels, *, position, half_width, sky=No
     return ObjectTrace(fit.polynomials[0], wave, centroid, fit.used)
 
 
+class BinnedSpectrum:
+    """What every binned spectrum (``edges``, ``flux``, ``error`` attributes) offers: bin centres and S/N."""
+
+    @property
+    def wavelength(self):
+        """Bin centres (nm)."""
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    @property
+    def snr(self):
+        """Signal-to-noise ratio per bin."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.flux / self.error
+
+
 @dataclass
-class Spectrum1D:
+class Spectrum1D(BinnedSpectrum):
     """An extracted spectrum of one order.
 
     Attributes
@@ -244,16 +259,6 @@ class Spectrum1D:
     n_rejected: np.ndarray = None
     rejected: np.ndarray = field(default=None, repr=False)
 
-    @property
-    def wavelength(self):
-        """Bin centres (nm)."""
-        return 0.5 * (self.edges[1:] + self.edges[:-1])
-
-    @property
-    def snr(self):
-        """Signal-to-noise ratio per bin."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.flux / self.error
 
 
 def wavelength_edges(wavelength, pixels, *, oversample=1.0):

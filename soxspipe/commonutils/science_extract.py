@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .extraction import BoxcarExtraction, OptimalExtraction, wavelength_edges
+from .extraction import BinnedSpectrum, BoxcarExtraction, OptimalExtraction, wavelength_edges
 from .resample import linear_edges, merge_orders, pixel_step
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ QUAL_BITS = {
 
 
 @dataclass
-class OrderSpectrum:
+class OrderSpectrum(BinnedSpectrum):
     """The extracted spectrum of one order: optimal and boxcar on the same bins, counts per nm.
 
     Attributes
@@ -61,17 +61,6 @@ class OrderSpectrum:
     sky: np.ndarray
     qual: np.ndarray
     rejected: np.ndarray = field(default=None, repr=False)
-
-    @property
-    def wavelength(self):
-        """Bin centres (nm)."""
-        return 0.5 * (self.edges[1:] + self.edges[:-1])
-
-    @property
-    def snr(self):
-        """Signal-to-noise ratio of the optimal extraction per bin."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.flux / self.error
 
 
 def extract_order(order, flux, variance, wavelength, slit, pixels, *, sky, sky_variance, trace, optimal_half_width,
