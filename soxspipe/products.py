@@ -46,6 +46,15 @@ def _read_table(path, what):
         raise DataError(f"{path}: not a soxspipe {what} table product ({exc})") from None
 
 
+def _table_object(path, what, tag, cls):
+    """``cls.from_columns`` of a table product, or a DataError naming the missing column."""
+    table = _read_table(path, what)
+    try:
+        return cls.from_columns({c: table[c] for c in table.colnames})
+    except KeyError as exc:
+        raise DataError(f"{path}: not a{'n' if tag[0] in 'AEIOU' else ''} {tag} product (column {exc} missing)") from None
+
+
 def read_dispersion_solution(path):
     """Read a ``DISP_TAB`` product: the first guess of ``disp_solution`` (slit degree 0) or the full
     solution of ``spat_solution``.
@@ -58,11 +67,7 @@ def read_dispersion_solution(path):
     """
     from .commonutils.dispersion import DispersionSolution
 
-    table = _read_table(path, "dispersion-solution")
-    try:
-        return DispersionSolution.from_columns({c: table[c] for c in table.colnames})
-    except KeyError as exc:
-        raise DataError(f"{path}: not a DISP_TAB product (column {exc} missing)") from None
+    return _table_object(path, "dispersion-solution", "DISP_TAB", DispersionSolution)
 
 
 def read_order_table(path):
@@ -78,11 +83,7 @@ def read_order_table(path):
     """
     from .commonutils.order_edges import OrderTable
 
-    table = _read_table(path, "order")
-    try:
-        return OrderTable.from_columns({c: table[c] for c in table.colnames})
-    except KeyError as exc:
-        raise DataError(f"{path}: not an ORDER_TAB product (column {exc} missing)") from None
+    return _table_object(path, "order", "ORDER_TAB", OrderTable)
 
 
 def read_disp_image(path):
