@@ -493,14 +493,15 @@ class _science_recipe_(_base_recipe_):
             result.n_sky.update(one.n_sky)
         return result
 
+    def header_mean(self, *names):
+        """Mean of the keywords ``names`` (logical names) over the raw frames' headers, or None where none has them."""
+        values = [float(v) for f in self.raw_frames for v in (header_value(read_header(f.path), k, None) for k in names)
+                  if v is not None]
+        return float(np.mean(values)) if values else None
+
     def seeing(self):
         """Mean seeing FWHM (arcsec) of the raw frames' headers, or None."""
-        values = []
-        for f in self.raw_frames:
-            header = read_header(f.path)
-            values += [float(v) for v in (header_value(header, k, None) for k in ("seeing_start", "seeing_end"))
-                       if v is not None]
-        return float(np.mean(values)) if values else None
+        return self.header_mean("seeing_start", "seeing_end")
 
     # -- object and spectra -----------------------------------------------------------
 
@@ -608,16 +609,12 @@ class _science_recipe_(_base_recipe_):
 
     def observation_cards(self):
         """Header cards of the observation reduced: total exposure time, mean airmass and seeing, frame kind."""
-        airmass = []
-        for f in self.raw_frames:
-            header = read_header(f.path)
-            airmass += [float(v) for v in (header_value(header, k, None) for k in ("airmass_start", "airmass_end"))
-                        if v is not None]
+        airmass = self.header_mean("airmass_start", "airmass_end")
         cards = {"exptime": (self.total_exptime(), "[s] total of the combined exposures"),
                  "pro_kind": (self.raw_frames[0].kind, "frame kind reduced"),
                  "pro_ncombined": (len(self.raw_frames), "raw frames combined")}
-        if airmass:
-            cards["pro_airmass"] = (round(float(np.mean(airmass)), 4), "mean airmass of the exposures")
+        if airmass is not None:
+            cards["pro_airmass"] = (round(airmass, 4), "mean airmass of the exposures")
         seeing = self.seeing()
         if seeing is not None:
             cards["pro_seeing"] = (round(seeing, 3), "[arcsec] mean seeing of the exposures")
