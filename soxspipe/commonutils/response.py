@@ -317,6 +317,42 @@ class Response:
         error = np.interp(wl, wave, np.asarray(rows["ERROR"], dtype=float))
         return value, error
 
+    def evaluate_rows(self, orders, wavelength, *, beyond="raise"):
+        """Response and its standard deviation at every row of a spectrum of ``(order, wavelength)`` rows.
+
+        Parameters
+        ----------
+        orders, wavelength : array_like
+            Order (0 for a merged spectrum) and wavelength (nm) of every row.
+        beyond : {"raise", "nan"}
+            Rows beyond the wavelengths the response covers in their order: an error, or NaN.
+
+        Returns
+        -------
+        value, error : numpy.ndarray
+        n_beyond : int
+            Rows set to NaN for lying beyond the response.
+
+        Raises
+        ------
+        DataError
+            The response does not cover one of the orders (or, with ``beyond="raise"``, a wavelength).
+        """
+        orders = np.asarray(orders, dtype=int)
+        wavelength = np.asarray(wavelength, dtype=float)
+        value = np.full(wavelength.shape, np.nan)
+        error = np.full(wavelength.shape, np.nan)
+        n_beyond = 0
+        for order in np.unique(orders):
+            rows = orders == order
+            if beyond == "nan":
+                lo, hi = self.wavelength_range(order)
+                inside = rows & (wavelength >= lo) & (wavelength <= hi)
+                n_beyond += int(rows.sum() - inside.sum())
+                rows = inside
+            value[rows], error[rows] = self.evaluate(order, wavelength[rows])
+        return value, error, n_beyond
+
     def efficiency(self, order, wavelength, *, area_cm2=TELESCOPE_AREA_CM2):
         """End-to-end efficiency (detected photons over photons reaching the mirror) of ``order``."""
         value, error = self.evaluate(order, wavelength)
@@ -530,13 +566,8 @@ def calibrate_orders(response, orders, wavelength, counts, error, *, exptime, ai
     DataError
         The response does not cover one of the orders or wavelengths.
     """
-    orders = np.asarray(orders, dtype=int)
     wavelength = np.asarray(wavelength, dtype=float)
-    value = np.full(wavelength.shape, np.nan)
-    value_error = np.full(wavelength.shape, np.nan)
-    for order in np.unique(orders):
-        sel = orders == order
-        value[sel], value_error[sel] = response.evaluate(order, wavelength[sel])
+    value, value_error, _ = response.evaluate_rows(orders, wavelength)
     return flux_calibrate(wavelength, counts, error, exptime=exptime, airmass=airmass, response=value,
                           response_error=value_error)
 

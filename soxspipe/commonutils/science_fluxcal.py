@@ -128,15 +128,7 @@ def order_response(response, orders, wavelength):
         raise DataError(f"{response.meta.get('path', 'the RESPONSE')}: no response for order(s) {missing} (it covers "
                         f"orders {response.orders}); give a RESPONSE of the same arm, from a standard extracted in "
                         "every order")
-    value = np.full(wavelength.shape, np.nan)
-    error = np.full(wavelength.shape, np.nan)
-    outside = 0
-    for order in np.unique(orders):
-        lo, hi = response.wavelength_range(order)
-        rows = orders == order
-        inside = rows & (wavelength >= lo) & (wavelength <= hi)
-        value[inside], error[inside] = response.evaluate(order, wavelength[inside])
-        outside += int(rows.sum() - inside.sum())
+    value, error, outside = response.evaluate_rows(orders, wavelength, beyond="nan")
     if outside:
         log.warning("%d bins lie beyond the wavelengths the response covers in their order: not flux calibrated",
                     outside)
