@@ -36,6 +36,35 @@ def _locked(path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def built_once(root, name, build):
+    """The record (a JSON-able dict) of ``build(out)`` for ``<root>/<name>``, built by the first caller only.
+
+    The first caller of this run builds it into ``out`` behind a file lock and records its result in
+    ``out/reduced.json``; later callers, in any xdist worker, read the record.
+    """
+    out = Path(root) / name
+    record = out / "reduced.json"
+    with _locked(Path(root) / f".{name}.lock"):
+        if record.exists():
+            return json.loads(record.read_text())
+        result = build(out)
+        record.write_text(json.dumps(result))
+        return result
+
+
+def simulate_with_bias(out, arm, scenario, kinds, *, seed=SEED, binning=(1, 1)):
+    """Simulate an arm's calibration ``kinds`` (plus biases on VIS, reduced to a master).
+
+    Returns the truth, the reduced folder and the list of MASTER_BIAS paths (empty on NIR).
+    """
+    kinds = list(kinds) + (["bias"] if arm == "VIS" else [])
+    simulate_calibration_set(out, arm, scenario=scenario, seed=seed, kinds=kinds, binning=binning)
+    truth = load_truth(out / "truth")
+    red = out / "reduced"
+    bias = [str(p) for p in soxs_mbias(truth.raw_files(kind="bias"), output_dir=red).run()] if arm == "VIS" else []
+    return truth, red, bias
+
+
 def pinhole_set(root, arm, scenario, *, flats=True, binning=(1, 1)):
     """Simulate (once) and reduce (once) an arm's pinhole set; return a dict of paths and any error.
 
@@ -43,17 +72,8 @@ def pinhole_set(root, arm, scenario, *, flats=True, binning=(1, 1)):
     ``disp`` (DISP_TAB, DISP_TAB_LINES paths) or ``disp_error`` (the message), ``order``
     (ORDER_TAB path) or None.
     """
-    name = f"{arm}_{scenario}_{binning[0]}x{binning[1]}"
-    out = Path(root) / name
-    record = out / "reduced.json"
-    with _locked(Path(root) / f".{name}.lock"):
-        if record.exists():
-            return json.loads(record.read_text())
-        kinds = ["pinhole_arc", "pinhole_flat"] + (["bias"] if arm == "VIS" else [])
-        simulate_calibration_set(out, arm, scenario=scenario, seed=SEED, kinds=kinds, binning=binning)
-        truth = load_truth(out / "truth")
-        red = out / "reduced"
-        bias = [str(p) for p in soxs_mbias(truth.raw_files(kind="bias"), output_dir=red).run()] if arm == "VIS" else []
+    def build(out):
+        truth, red, bias = simulate_with_bias(out, arm, scenario, ["pinhole_arc", "pinhole_flat"], binning=binning)
         result = {"out": str(out), "bias": bias, "disp": None, "disp_error": None, "order": None}
         try:
             disp = soxs_disp_solution(truth.raw_files(kind="pinhole_arc") + bias, output_dir=red).run()
@@ -64,5 +84,6 @@ def pinhole_set(root, arm, scenario, *, flats=True, binning=(1, 1)):
             order = soxs_order_centres(truth.raw_files(kind="pinhole_flat") + bias + [result["disp"][0]],
                                        output_dir=red).run()
             result["order"] = str(order[0])
-        record.write_text(json.dumps(result))
         return result
+
+    return built_once(root, f"{arm}_{scenario}_{binning[0]}x{binning[1]}", build)

@@ -1,7 +1,6 @@
 """soxs_mflat on simulated VIS and NIR slit flats (nominal, flexure) against the simulator's truth:
 order edges, pixel-to-pixel response, the u quasi-order from the D2 lamp; and bad inputs through the CLI."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from pinhole_sets import _locked, pinhole_set, shared_root
+from pinhole_sets import built_once, pinhole_set, shared_root
 from soxspipe.cl_utils import main
 from soxspipe.commonutils.detectors import detector
 from soxspipe.commonutils.order_edges import dispersion_major
@@ -23,23 +22,20 @@ SEED = 3  # the pinhole sets' seed: the same detector, flexure and so the same O
 
 def slit_set(root, arm, scenario):
     """Simulate (once) an arm's slit flats and reduce them (once) with the pinhole set's ORDER_TAB."""
-    out = Path(root) / f"slit_{arm}_{scenario}"
-    record = out / "reduced.json"
     pinholes = pinhole_set(root, arm, scenario)
-    with _locked(Path(root) / f".slit_{arm}_{scenario}.lock"):
-        if record.exists():
-            return json.loads(record.read_text())
+
+    def build(out):
         simulate_calibration_set(out, arm, scenario=scenario, seed=SEED, kinds=["slit_flat"])
         truth = load_truth(out / "truth")
         rows = truth.manifest[truth.manifest["kind"] == "slit_flat"]
         flats = [str(out / "raw" / f) for f in rows["file"]]
         calibrations = pinholes["bias"] + [pinholes["order"]]
         flat, order = soxs_mflat(flats + calibrations, output_dir=out / "reduced").run()
-        result = {"out": str(out), "flats": flats, "tags": [str(t) for t in rows["tag"]],
-                  "lamps": [str(x) for x in rows["lamps"]],
-                  "bias": pinholes["bias"], "order_in": pinholes["order"], "flat": str(flat), "order": str(order)}
-        record.write_text(json.dumps(result))
-        return result
+        return {"out": str(out), "flats": flats, "tags": [str(t) for t in rows["tag"]],
+                "lamps": [str(x) for x in rows["lamps"]],
+                "bias": pinholes["bias"], "order_in": pinholes["order"], "flat": str(flat), "order": str(order)}
+
+    return built_once(root, f"slit_{arm}_{scenario}", build)
 
 
 @pytest.fixture(scope="module")

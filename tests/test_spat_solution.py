@@ -1,14 +1,12 @@
 """soxs_spatial_solution on simulated multi-pinhole arcs (nominal and flexure, both arms) against the truth,
 the pixel-map inversion against a hand-made solution, and bad inputs through the command line."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from pinhole_sets import _locked, shared_root
+from pinhole_sets import built_once, shared_root, simulate_with_bias
 from test_disp_solution import assert_fails_clearly, run_cli
 from soxspipe.commonutils.detectors import detector
 from soxspipe.commonutils.disp_image import invert_solution
@@ -17,9 +15,8 @@ from soxspipe.commonutils.polynomials import Polynomial
 from soxspipe.commonutils.settings import default_settings, recipe_settings
 from soxspipe.products import read_disp_image, read_dispersion_solution, read_line_table
 from soxspipe.recipes.soxs_disp_solution import soxs_disp_solution
-from soxspipe.recipes.soxs_mbias import soxs_mbias
 from soxspipe.recipes.soxs_spatial_solution import soxs_spatial_solution
-from soxspipe.simulator import load_truth, simulate_calibration_set
+from soxspipe.simulator import load_truth
 
 SEED = 5
 CASES = [("VIS", "nominal"), ("VIS", "flexure"), ("NIR", "nominal"), ("NIR", "flexure")]
@@ -27,23 +24,14 @@ CASES = [("VIS", "nominal"), ("VIS", "flexure"), ("NIR", "nominal"), ("NIR", "fl
 
 def mph_set(root, arm, scenario):
     """Simulate (once) an arm's single- and multi-pinhole arcs and reduce them (once); a dict of paths."""
-    name = f"mph_{arm}_{scenario}"
-    out = Path(root) / name
-    record = out / "reduced.json"
-    with _locked(Path(root) / f".{name}.lock"):
-        if record.exists():
-            return json.loads(record.read_text())
-        kinds = ["pinhole_arc", "multipinhole_arc"] + (["bias"] if arm == "VIS" else [])
-        simulate_calibration_set(out, arm, scenario=scenario, seed=SEED, kinds=kinds)
-        truth = load_truth(out / "truth")
-        red = out / "reduced"
-        bias = [str(p) for p in soxs_mbias(truth.raw_files(kind="bias"), output_dir=red).run()] if arm == "VIS" else []
+    def build(out):
+        truth, red, bias = simulate_with_bias(out, arm, scenario, ["pinhole_arc", "multipinhole_arc"], seed=SEED)
         disp = soxs_disp_solution(truth.raw_files(kind="pinhole_arc") + bias, output_dir=red).run()
         arcs = [str(p) for p in truth.raw_files(kind="multipinhole_arc")]
         spat = soxs_spatial_solution(arcs + bias + [disp[0]], output_dir=red / "spat").run()
-        result = {"out": str(out), "bias": bias, "disp": str(disp[0]), "arcs": arcs, "spat": [str(p) for p in spat]}
-        record.write_text(json.dumps(result))
-        return result
+        return {"out": str(out), "bias": bias, "disp": str(disp[0]), "arcs": arcs, "spat": [str(p) for p in spat]}
+
+    return built_once(root, f"mph_{arm}_{scenario}", build)
 
 
 @pytest.fixture(scope="session")
