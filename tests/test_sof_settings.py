@@ -1,5 +1,7 @@
 """SOF parsing (comments, relative paths, folders, every error) and settings overrides."""
 
+from pathlib import Path
+
 import pytest
 
 from rawframes import kind_header, write_frame
@@ -27,9 +29,12 @@ def test_comments_blank_lines_and_relative_paths(tmp_path, frames):
     assert [i.kind for i in infos] == ["bias"] * 3
 
 
-def test_folder_and_list_stand_in_for_a_sof(frames):
+def test_folder_list_and_one_fits_file_stand_in_for_a_sof(frames):
     assert [i.tag for i in read_sof(frames)] == ["BIAS_ACQ"] * 3
     assert len(read_sof([frames / "b0.fits", frames / "b2.fits"])) == 2
+    assert [Path(i.path) for i in read_sof(frames / "b1.fits")] == [frames / "b1.fits"]
+    with pytest.raises(DataError, match="nope.fits: file not found"):
+        read_sof(frames / "nope.fits")
 
 
 @pytest.mark.parametrize("text,error,message", [

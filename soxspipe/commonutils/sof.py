@@ -54,7 +54,7 @@ def parse_sof_file(sof_path):
 
 
 def sof_entries(source):
-    """Return the :class:`SofEntry` items of a SOF file, a directory, or a list of FITS files."""
+    """Return the :class:`SofEntry` items of a SOF file, a directory, one FITS file, or a list of FITS files."""
     if isinstance(source, (list, tuple)):
         paths = [Path(p) for p in source]
         missing = [p for p in paths if not p.exists()]
@@ -67,6 +67,8 @@ def sof_entries(source):
         if not paths:
             raise UsageError(f"{source}: the folder holds no FITS files")
         return [SofEntry(path=p, tag=None) for p in paths]
+    if is_fits_name(source):
+        return sof_entries([source])
     return parse_sof_file(source)
 
 
