@@ -119,18 +119,34 @@ def transmission(wavelength, airmass, alpha=AEROSOL_EXPONENT):
 
 @lru_cache(maxsize=None)
 def telluric_bands():
-    """The bundled telluric bands: Table ``name, species, low, high`` (nm, air), sorted by ``low``."""
+    """The bundled telluric bands: Table ``name, species, low, high`` (nm, air), ``envelope``, sorted by ``low``.
+
+    ``envelope`` marks the weak bands that a response fit climbs over instead of masking.
+    """
     rows = load_yaml("telluric_bands.yaml")["bands"]
     t = Table({k: [r[k] for r in rows] for k in ("name", "species", "low", "high")})
+    t["envelope"] = [bool(r.get("envelope", False)) for r in rows]
     t.sort("low")
     return t
 
 
-def band_mask(wavelength, species=None):
-    """True where ``wavelength`` (nm) lies in a telluric band (of ``species`` only, if given)."""
+def band_mask(wavelength, species=None, envelope=None):
+    """True where ``wavelength`` (nm) lies in a telluric band.
+
+    Parameters
+    ----------
+    wavelength : array_like
+    species : str or sequence of str, optional
+        Only the bands of these molecules.
+    envelope : bool, optional
+        Only the bands fitted to their upper envelope (True) or only the others (False).
+    """
     wl = np.asarray(wavelength, dtype=float)
     out = np.zeros(wl.shape, dtype=bool)
     for row in telluric_bands():
-        if species is None or row["species"] in np.atleast_1d(species):
-            out |= (wl >= row["low"]) & (wl <= row["high"])
+        if species is not None and row["species"] not in np.atleast_1d(species):
+            continue
+        if envelope is not None and bool(row["envelope"]) != bool(envelope):
+            continue
+        out |= (wl >= row["low"]) & (wl <= row["high"])
     return out

@@ -54,6 +54,8 @@ MASK_TELLURIC = 1
 MASK_STELLAR_LINE = 2
 MASK_CLIPPED = 4
 MASK_FAINT = 8
+#: in a weak telluric band (``envelope`` in telluric_bands.yaml): fitted, to the band's upper envelope
+MASK_ENVELOPE = 16
 
 
 @dataclass
@@ -259,7 +261,8 @@ class Response:
     table : astropy.table.Table
         ``ORDER`` (0 for a merged spectrum), ``WAVE`` (nm), ``RESPONSE``
         ((e-/s/nm) / (erg/s/cm^2/Angstrom)), ``ERROR``, ``MASK`` (bits: 1 telluric band,
-        2 stellar line, 4 clipped, 8 faint; 0 where the point constrained the fit).
+        2 stellar line, 4 clipped, 8 faint; 0 where the point constrained the fit; 16 in a weak
+        telluric band, fitted to its upper envelope).
     meta : dict
         What it came from (standard, airmass, exposure time, model).
     """
@@ -446,10 +449,11 @@ def fit_response(orders, wavelength, counts, error, *, exptime, airmass, standar
         log_error = value_error / value
     finite = np.isfinite(wavelength) & np.isfinite(log_value) & np.isfinite(log_error) & (value > 0)
     mask = np.zeros(wavelength.size, dtype=np.int16)
-    mask[band_mask(wavelength)] |= MASK_TELLURIC
+    mask[band_mask(wavelength, envelope=False)] |= MASK_TELLURIC
+    mask[band_mask(wavelength, envelope=True)] |= MASK_ENVELOPE
     mask[line_mask(wavelength, line_half_width_kms)] |= MASK_STELLAR_LINE
     mask[~finite | ~(snr >= min_snr)] |= MASK_FAINT
-    use = mask == 0
+    use = (mask & ~MASK_ENVELOPE) == 0
     if not use.any():
         raise DataError("no point of the standard's spectrum is usable for a response (all faint, in "
                         "telluric bands or on stellar lines)")
