@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def _good_values(image, mask=None):
-    """Return the finite, unmasked values of ``image`` as a 1D array."""
+    """Return the finite, unmasked values of ``image`` as a 1D array (a view when every value is good)."""
     image = np.asarray(image)
     good = np.isfinite(image)
     if mask is not None:
         good &= ~np.asarray(mask, dtype=bool)
+    if good.all():
+        return image.reshape(-1)
     return image[good]
 
 
@@ -180,19 +182,21 @@ def fixed_pattern_noise(image, mask=None):
     work -= median
     work[np.isnan(work)] = 0.0
     spectrum = np.fft.rfft2(work)
-    power = spectrum.real**2 + spectrum.imag**2
+    power = np.square(spectrum.real)
+    power += np.square(spectrum.imag)
     ny, nx = work.shape
-    # every rfft2 bin stands for the pair (k, -k) except the self-conjugate
-    # bins (zero and Nyquist frequencies on both axes), which are their own pair
-    pair_power = 2.0 * power
-    self_x = [0, nx // 2] if nx % 2 == 0 else [0]
-    self_y = [0, ny // 2] if ny % 2 == 0 else [0]
-    pair_power[np.ix_(self_y, self_x)] = power[np.ix_(self_y, self_x)]
-    pair_power[0, 0] = 0.0
     total = ny * nx * float(np.sum(np.square(work, dtype=np.float64))) - float(power[0, 0])
     if total <= 0:
         return 0.0
-    return float(pair_power.max()) / total
+    # every rfft2 bin stands for the pair (k, -k), so counts twice, except the
+    # self-conjugate bins (zero and Nyquist frequencies on both axes), which are
+    # their own pair; the zero frequency is left out
+    self_x = [0, nx // 2] if nx % 2 == 0 else [0]
+    self_y = [0, ny // 2] if ny % 2 == 0 else [0]
+    self_power = power[np.ix_(self_y, self_x)]
+    self_power[0, 0] = 0.0
+    power[np.ix_(self_y, self_x)] = 0.0
+    return float(max(2 * power.max(), self_power.max())) / total
 
 
 def hot_pixels(master_dark, *, exptime, nsigma=8.0, min_rate=0.05, mask=None):

@@ -12,7 +12,6 @@ import logging
 import numpy as np
 from astropy import units as u
 from astropy.nddata import CCDData, StdDevUncertainty
-from scipy.ndimage import median_filter
 
 from .classify import frame_arm
 from .detectors import detector
@@ -41,8 +40,20 @@ def overscan_level(raw, columns, smooth_rows=1):
     """Per-row robust overscan level of ``raw`` from the ``(x0, x1)`` columns, median-smoothed over ``smooth_rows``."""
     level = np.median(raw[:, columns[0] : columns[1]], axis=1)
     if smooth_rows > 1:
-        level = median_filter(level, size=int(smooth_rows), mode="nearest")
+        level = running_median(level, int(smooth_rows))
     return level.astype(np.float32)
+
+
+def running_median(values, size):
+    """Median of a 1D array in a sliding window of ``size`` values, the edge values repeated beyond the ends.
+
+    The same as ``scipy.ndimage.median_filter(values, size, mode="nearest")`` (for an
+    even ``size``, the upper of the two middle values), without importing scipy.ndimage.
+    """
+    half = size // 2
+    padded = np.pad(values, (half, size - half - 1), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size)
+    return np.partition(windows, half, axis=1)[:, half]
 
 
 def prepare_frame(
@@ -93,7 +104,13 @@ def prepare_frame(
         raise DataError(f"{path}: a {arm} frame binned {binning[0]}x{binning[1]} should be {expected[1]} x {expected[0]} pixels, found {raw.shape[1]} x {raw.shape[0]}")
     x0, x1, y0, y1 = det.science_region(binning)
     science = raw[y0:y1, x0:x1]
-    saturated = science >= det.saturation_adu * saturation_fraction
+    threshold = det.saturation_adu * saturation_fraction
+    limits = np.iinfo(science.dtype) if np.issubdtype(science.dtype, np.integer) else None
+    if limits is not None and limits.min <= np.ceil(threshold) <= limits.max:
+        # an integer is >= t exactly when it is >= ceil(t): no float64 copy of the frame
+        saturated = science >= science.dtype.type(np.ceil(threshold))
+    else:
+        saturated = science >= threshold
     data = science.astype(np.float32, copy=True)
     overscan = det.overscan_region(binning)
     if overscan is not None:
@@ -103,29 +120,35 @@ def prepare_frame(
 
     gain, ron = gain_and_read_noise(header, det, readout)
     data *= np.float32(gain)
-    variance = np.full(data.shape, ron * ron, dtype=np.float32)
+    variance = np.float32(ron * ron)  # an array once a term varies across the frame
     if master_bias is not None:
         if master_bias.data.shape != data.shape:
             raise DataError(f"{path}: the master bias is {master_bias.data.shape[::-1]} pixels but the prepared frame {data.shape[::-1]}; use a master bias of the same binning")
-        data -= master_bias.data.astype(np.float32)
+        data -= np.asarray(master_bias.data, dtype=np.float32)
         if master_bias.uncertainty is not None:
-            variance += np.asarray(master_bias.uncertainty.array, dtype=np.float32) ** 2
+            variance = variance + np.asarray(master_bias.uncertainty.array, dtype=np.float32) ** 2
     if photon_noise:
-        variance += np.maximum(data, 0)
+        variance = variance + np.maximum(data, 0)
+    sigma = np.sqrt(variance)
+    if np.ndim(sigma) == 0:
+        sigma = np.full(data.shape, sigma, dtype=np.float32)
 
-    mask = saturated | ~np.isfinite(data)
+    mask = saturated
+    non_finite = ~np.isfinite(data)
+    if non_finite.any():
+        mask |= non_finite
+        data[non_finite] = 0.0
     if bad_pixel_mask is not None:
         mask |= bad_pixel_mask
     if master_bias is not None and master_bias.mask is not None:
         mask |= master_bias.mask
-    data[~np.isfinite(data)] = 0.0
 
     out_header = header.copy()
     out_header[keyword("bunit")] = "electron"
     return CCDData(
         data,
         unit=u.electron,
-        uncertainty=StdDevUncertainty(np.sqrt(variance), unit=u.electron),
+        uncertainty=StdDevUncertainty(sigma, unit=u.electron, copy=False),
         mask=mask,
         meta=out_header,
     )

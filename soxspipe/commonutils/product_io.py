@@ -82,3 +82,8 @@ def write_maps_product(path, maps, header, overwrite=False):
         hdus.append(fits.ImageHDU(np.asarray(array), name=name))
     hdul = fits.HDUList(hdus)
     return publish(lambda tmp: hdul.writeto(tmp, output_verify="exception"), path, overwrite)
+
+
+def write_hdulist_product(path, hdul, overwrite=False):
+    """Write a complete HDU list (a product of its own layout, e.g. an SDP spectrum) with checksums; return the path."""
+    return publish(lambda tmp: hdul.writeto(tmp, output_verify="exception", checksum=True), path, overwrite)

@@ -27,9 +27,10 @@ from ..commonutils.fitsio import read_header, read_image
 from ..commonutils.combine import sigma_clipped_stack
 from ..commonutils.keywords import header_value, set_value
 from ..commonutils.prepare import prepare_frame
-from ..commonutils.product_io import publish, write_image_product, write_maps_product, write_table_product
+from ..commonutils.product_io import (publish, write_hdulist_product, write_image_product, write_maps_product,
+                                      write_table_product)
 from ..commonutils.qc import QCRecorder
-from ..commonutils.qc_plots import draw_plots
+from ..commonutils.qc_plots import PlotWorker, draw_plots
 from ..commonutils.settings import default_settings, qc_ranges, recipe_settings
 from ..commonutils.sof import read_sof_inputs
 from ..products import read_image_product
@@ -92,6 +93,9 @@ class _base_recipe_:
     same_exptime = False
     #: must every raw frame have the same (acquisition-camera) filter?
     same_filter = False
+    #: start a :class:`~soxspipe.commonutils.qc_plots.PlotWorker` with the run, so that matplotlib is
+    #: imported while the frames are reduced; for recipes whose plots are picklable (``PlotCall``)
+    plot_worker = False
 
     def __init__(self, sof, *, output_dir=None, settings=None, overwrite=False, options=None):
         self.sof = sof
@@ -109,6 +113,7 @@ class _base_recipe_:
         self.params = {}
         self.qc = QCRecorder()
         self._plot_waits = []
+        self._plot_worker = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -121,6 +126,8 @@ class _base_recipe_:
         self.prepare_params = recipe_settings(self.settings, "prepare", self.arm)
         self.qc = QCRecorder(qc_ranges(self.settings, self.name, self.arm))
         handler = self._attach_log_file()
+        if self.plot_worker and self.plots_enabled:
+            self._plot_worker = PlotWorker.start()
         try:
             log.info("%s: %d raw frame(s) of the %s arm", self.recipe_id, len(self.raw_frames), self.arm)
             products = self.reduce()
@@ -128,6 +135,9 @@ class _base_recipe_:
             log.info("%s finished in %.1f s", self.recipe_id, time.perf_counter() - start)
         finally:
             self.wait_for_plots()
+            if self._plot_worker is not None:
+                self._plot_worker.close()
+                self._plot_worker = None
             logging.getLogger("soxspipe").removeHandler(handler)
             handler.close()
         return paths
@@ -242,7 +252,7 @@ class _base_recipe_:
         return CCDData(
             result.data,
             unit=frames[0].unit,
-            uncertainty=StdDevUncertainty(result.uncertainty, unit=frames[0].unit),
+            uncertainty=StdDevUncertainty(result.uncertainty, unit=frames[0].unit, copy=False),
             mask=result.mask,
             meta=frames[0].meta,
         )
@@ -386,6 +396,8 @@ class _base_recipe_:
                     write_image_product(path, product.data, header, overwrite=self.overwrite)
                 elif isinstance(product.data, dict):
                     write_maps_product(path, product.data, header, overwrite=self.overwrite)
+                elif hasattr(product.data, "to_hdulist"):  # a layout of its own (e.g. an SDP spectrum)
+                    write_hdulist_product(path, product.data.to_hdulist(header), overwrite=self.overwrite)
                 else:
                     write_table_product(path, product.data, header, overwrite=self.overwrite)
                 qc_path = path.with_name(path.stem + "_QC.ecsv")
@@ -407,7 +419,7 @@ class _base_recipe_:
             return
         stem = self.product_path(product).stem
         self._plot_waits.append(draw_plots([(draw, self.output_dir / "qc" / f"{stem}_{suffix}.png")
-                                            for suffix, draw in product.plots]))
+                                            for suffix, draw in product.plots], worker=self._plot_worker))
         product.plots = []
 
     def wait_for_plots(self):

@@ -6,7 +6,7 @@ level, measure QC (level, read noise of the raw frames and of the master,
 structure, fixed-pattern noise, bad pixels) and write ``MASTER_BIAS_<ARM>``.
 """
 
-import numpy as np
+import bottleneck as bn
 
 from ..commonutils.detector_qc import (
     fixed_pattern_noise,
@@ -15,14 +15,14 @@ from ..commonutils.detector_qc import (
     robust_stats,
     structure_slopes,
 )
-from ..commonutils.qc_plots import detector_frame_plot
+from ..commonutils.qc_plots import PlotCall, detector_frame_plot
 from ._base_recipe_ import Product, _base_recipe_
 
 
 def master_read_noise(master, mask=None):
     """Random noise of a master frame: robust sigma after removing its column and row structure."""
-    residual = master - np.median(master, axis=0, keepdims=True)
-    residual = residual - np.median(residual, axis=1, keepdims=True)
+    residual = master - bn.median(master, axis=0)
+    residual -= bn.median(residual, axis=1)[:, None]
     return robust_stats(residual, mask)[1]
 
 
@@ -31,6 +31,7 @@ class soxs_mbias(_base_recipe_):
 
     name = "mbias"
     raw_kinds = ("bias",)
+    plot_worker = True
 
     def reduce(self):
         frames = [self.prepare(f, photon_noise=False) for f in self.raw_frames]
@@ -39,7 +40,7 @@ class soxs_mbias(_base_recipe_):
         master.mask = master.mask | bad
 
         catg = f"MASTER_BIAS_{self.arm}"
-        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=catg, path=path))
+        plot = ("master", PlotCall(detector_frame_plot, master.data, mask=master.mask, title=catg))
         product = Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])
         self.start_plots(product)  # drawn while the QC is measured
         level, _ = robust_stats(master.data, master.mask)

@@ -7,7 +7,7 @@ electrons for the set's exposure time.
 """
 
 from ..commonutils.detector_qc import hot_pixels, read_noise_from_pair, robust_stats
-from ..commonutils.qc_plots import detector_frame_plot
+from ..commonutils.qc_plots import PlotCall, detector_frame_plot
 from ._base_recipe_ import Product, _base_recipe_
 
 
@@ -16,6 +16,7 @@ class soxs_mdark(_base_recipe_):
 
     name = "mdark"
     raw_kinds = ("dark",)
+    plot_worker = True
     calibrations = {"MASTER_BIAS": "has_bias"}
     same_exptime = True
 
@@ -28,7 +29,7 @@ class soxs_mdark(_base_recipe_):
         master.mask = master.mask | hot
 
         catg = f"MASTER_DARK_{self.arm}"
-        plot = ("master", lambda path: detector_frame_plot(master.data, mask=master.mask, title=f"{catg} {exptime:g} s", path=path))
+        plot = ("master", PlotCall(detector_frame_plot, master.data, mask=master.mask, title=f"{catg} {exptime:g} s"))
         product = Product(catg, master, pro_type="REDUCED", pro_tech="IMAGE", plots=[plot])
         self.start_plots(product)  # drawn while the QC is measured
         level, _ = robust_stats(master.data, master.mask)
