@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ..static_calibrations import parse_yaml
 from .detectors import ARMS
 from .errors import SettingsError
 
@@ -22,7 +23,7 @@ DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "default_settings.yaml"
 @lru_cache(maxsize=1)
 def _bundled_defaults():
     with open(DEFAULTS_PATH) as f:
-        return yaml.safe_load(f)
+        return parse_yaml(f)
 
 
 def default_settings():
@@ -72,7 +73,7 @@ def load_settings_file(path):
     if not path.is_file():
         raise SettingsError(f"{path}: settings file not found")
     try:
-        overrides = yaml.safe_load(path.read_text())
+        overrides = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return merge_settings(overrides, source=str(path))
