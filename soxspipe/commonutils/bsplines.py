@@ -1,4 +1,4 @@
-"""Cubic B-spline bases with uniform knots, and the weighted linear least squares on them.
+"""Cubic B-spline bases with uniform or locally refined knots, and the weighted linear least squares on them.
 
 The sky model (a function of wavelength) and the spatial profile of an object
 (a function of slit position) are smooth functions sampled by many scattered
@@ -36,6 +36,41 @@ def uniform_knots(low, high, spacing, degree=3):
     n_intervals = max(int(np.ceil((high - low) / spacing)), 1)
     inner = np.linspace(low, high, n_intervals + 1)
     return np.concatenate([np.full(degree, low), inner, np.full(degree, high)])
+
+
+def refined_knots(low, high, fine, every, degree=3):
+    """Full knot vector whose interior knots are picked from an evenly spaced grid, locally thinned.
+
+    The grid is that of :func:`uniform_knots` with spacing ``fine``; its knot ``i`` is kept when ``i`` is
+    a multiple of the ``every`` of either interval it bounds, and at the ends. With ``every`` 1 where
+    the function has structure and ``n`` elsewhere, the knots are ``fine`` apart there and ``n``
+    times that elsewhere.
+
+    Parameters
+    ----------
+    low, high : float
+        The range the basis covers.
+    fine : float
+        Largest spacing of the grid.
+    every : numpy.ndarray of int
+        ``(n_intervals,)`` per interval of the grid, the spacing wanted there, in grid intervals
+        (powers of 2 nest: a halved spacing keeps the knots already there).
+    degree : int
+        Spline degree.
+
+    Returns
+    -------
+    numpy.ndarray
+        Knots, the end knots repeated ``degree + 1`` times.
+    """
+    grid = uniform_knots(low, high, fine, degree)[degree:-degree]
+    every = np.maximum(np.asarray(every, dtype=int), 1)
+    if every.size != grid.size - 1:
+        raise ValueError(f"every: {every.size} values for {grid.size - 1} intervals")
+    local = np.minimum(np.r_[every[:1], every], np.r_[every, every[-1:]])
+    keep = np.arange(grid.size) % local == 0
+    keep[[0, -1]] = True
+    return np.concatenate([np.full(degree, low), grid[keep], np.full(degree, high)])
 
 
 def basis(x, knots, degree=3):

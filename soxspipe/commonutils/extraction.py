@@ -16,8 +16,10 @@ order's dispersion; a pixel belongs to the bin that contains its centre.
   smooth function of (offset from the trace, wavelength): a cubic B-spline in
   offset times a Legendre polynomial in wavelength, fitted by weighted linear
   least squares to all the pixels of the order at once and normalised to unit
-  integral in every bin; then the optimal weights, the model variance and the
-  rejection of the worst outlier of each bin, iterated.
+  integral in every bin (its negative values included); then the optimal
+  weights from a model of the variance, and the rejection of the worst outlier
+  of each bin, iterated. The errors come from the variances given with the
+  frame, the sky model's counted as correlated between the pixels of a bin.
 
 No I/O.
 """
@@ -79,7 +81,7 @@ def _valid(flux, pixels, bad, *maps):
     return valid if bad is None else valid & ~bad
 
 
-def find_object(flux, wavelength, slit, pixels, *, sky=None, bad=None, slit_step=None):
+def find_object(flux, wavelength, slit, pixels, *, sky=None, bad=None, slit_step=None, window=None):
     """Find the brightest object along the slit of one order.
 
     Parameters
@@ -96,6 +98,9 @@ def find_object(flux, wavelength, slit, pixels, *, sky=None, bad=None, slit_step
         Pixels left out.
     slit_step : float, optional
         Width of the slit bins (default: the slit step of one pixel).
+    window : tuple of float, optional
+        ``(low, high)`` slit range (arcsec) the peak is looked for in; the profile (and its
+        background) still covers all the pixels.
 
     Returns
     -------
@@ -112,25 +117,31 @@ def find_object(flux, wavelength, slit, pixels, *, sky=None, bad=None, slit_step
     # the mean slit position of each bin's pixels, not the bin's nominal centre: pixels may sit on a grid
     centres = np.bincount(index, s, minlength=n) / np.maximum(count, 1)
     profile, centres = profile[count > 0], centres[count > 0]
-    n = centres.size
     if sky is None:
         profile = profile - np.nanmedian(profile)
     profile = np.where(np.isfinite(profile), profile, 0.0)
-    top = int(np.argmax(profile))
-    half = 0.5 * profile[top]
-    below_left = np.flatnonzero(profile[:top] < half)
-    below_right = np.flatnonzero(profile[top:] < half) + top
+    inside = np.ones(centres.size, bool) if window is None else (centres >= window[0]) & (centres <= window[1])
+    if not inside.any():
+        raise ValueError(f"no pixel within the slit range {window[0]:.2f} to {window[1]:.2f} arcsec")
+    # the peak and its half-maximum crossings within the window only
+    first, last = np.flatnonzero(inside)[[0, -1]]
+    local, local_centres = profile[first:last + 1], centres[first:last + 1]
+    n = local.size
+    top = int(np.argmax(local))
+    half = 0.5 * local[top]
+    below_left = np.flatnonzero(local[:top] < half)
+    below_right = np.flatnonzero(local[top:] < half) + top
     left = below_left[-1] if below_left.size else 0
     right = below_right[0] if below_right.size else n - 1
 
     def crossing(i, j):
         # linear interpolation of the half-maximum crossing between bins i and j
-        if profile[j] == profile[i]:
-            return centres[i]
-        return centres[i] + (half - profile[i]) / (profile[j] - profile[i]) * (centres[j] - centres[i])
+        if j < 0 or j >= n or local[j] == local[i]:
+            return local_centres[i]
+        return local_centres[i] + (half - local[i]) / (local[j] - local[i]) * (local_centres[j] - local_centres[i])
 
     x_left, x_right = crossing(left, left + 1), crossing(right - 1, right)
-    return ObjectPosition(float(0.5 * (x_left + x_right)), float(x_right - x_left), float(profile[top]),
+    return ObjectPosition(float(0.5 * (x_left + x_right)), float(x_right - x_left), float(local[top]),
                           centres, profile)
 
 
@@ -324,11 +335,15 @@ class BoxcarExtraction:
         Half width of the aperture (arcsec).
     edges : numpy.ndarray, optional
         Wavelength bin edges (default :func:`wavelength_edges`).
+    sky_correlation : float
+        Mean correlation of the sky model's errors between two pixels of a bin
+        (see :class:`OptimalExtraction`).
     """
 
     trace: object
     half_width: float
     edges: np.ndarray = None
+    sky_correlation: float = 0.5
 
     def __call__(self, flux, variance, wavelength, slit, pixels, *, sky, sky_variance=None, bad=None):
         """Extract one order.
@@ -361,7 +376,8 @@ class BoxcarExtraction:
         low, high = p.wavelength - 0.5 * extent, p.wavelength + 0.5 * extent
         first = np.searchsorted(edges, low, side="right") - 1
         n_bins = edges.size - 1
-        counts, variances, skies, used = (np.zeros(n_bins) for _ in range(4))
+        counts, variances, skies, used, sky_errors, sky_variances = (np.zeros(n_bins) for _ in range(6))
+        sky_sigma = np.sqrt(np.clip(p.sky_variance, 0, None))
         for k in range(int(np.ceil(extent.max() / widths.min())) + 1):
             b = first + k
             ok = (b >= 0) & (b < n_bins)
@@ -370,9 +386,13 @@ class BoxcarExtraction:
             share = np.where(ok, overlap * in_aperture, 0.0)
             counts += np.bincount(bc, share * p.data, minlength=n_bins)
             variances += np.bincount(bc, share ** 2 * p.variance, minlength=n_bins)
+            sky_errors += np.bincount(bc, share * sky_sigma, minlength=n_bins)
+            sky_variances += np.bincount(bc, (share * sky_sigma) ** 2, minlength=n_bins)
             skies += np.bincount(bc, share * p.sky, minlength=n_bins)
             used += np.bincount(bc, share > 0, minlength=n_bins)
         empty = used == 0
+        # the sky model's errors are correlated between the pixels of a bin (OptimalExtraction.sky_correlation)
+        variances += self.sky_correlation * (sky_errors ** 2 - sky_variances)
         result, error, sky_density = counts / widths, np.sqrt(variances) / widths, skies / widths
         result[empty], error[empty], sky_density[empty] = np.nan, np.nan, np.nan
         return Spectrum1D(edges, result, error, sky_density, used.astype(int), np.zeros(n_bins, int))
@@ -381,6 +401,23 @@ class BoxcarExtraction:
 @dataclass
 class OptimalExtraction:
     """Optimal extraction (Horne 1986) on the unrectified frame.
+
+    The spatial profile ``P(offset, lambda)`` is fitted to all the pixels of the
+    order at once and normalised to unit integral over the window at every bin
+    centre, its negative values included: noise in its wings then averages out
+    of the normalisation instead of adding up (clipping them first would make
+    the profile's integral too large, and a faint object's flux too high by
+    several per cent at S/N ~2 per bin). The negative values get no weight: the
+    estimate of a bin is ``sum(w d) / sum(w P)`` with ``w = max(P, 0) / V``,
+    which is unbiased for any weights that do not follow the noise of the data.
+
+    Hence the variance ``V`` of the weights is a model, never the noisy counts
+    (which would favour the pixels that fluctuate low): with ``read_noise``
+    given, ``V = sky + F P + read_noise^2 + sky variance`` with ``F`` the
+    spectrum smoothed (:meth:`smoothing`), not the bin's own estimate, whose
+    noise the weights would otherwise share. The errors are propagated from the
+    variances given with the frame, the sky model's counted as correlated between
+    the pixels of a bin (``sky_correlation``).
 
     Attributes
     ----------
@@ -391,21 +428,28 @@ class OptimalExtraction:
     edges : numpy.ndarray, optional
         Wavelength bin edges (default :func:`wavelength_edges`).
     read_noise : float, optional
-        Read noise (counts): when given, the variance of every pixel is recomputed
-        from the model (sky + object) after each iteration, as in Horne (1986),
-        instead of taken from the noisy data, which would bias faint fluxes low.
+        Read noise (counts): when given, the variances of the pixels are the model
+        above; without it, the variances given (from the data).
     profile_spacing : float, optional
         Knot spacing (arcsec) of the profile's B-spline in slit offset (default: one pixel's slit step).
     profile_degree : int
         Degree of the profile's variation with wavelength.
     smooth : int
-        Bins of the running median applied to the boxcar spectrum that scales the profile fit.
+        Fewest bins of the running median that smooths the spectrum (the profile fit's scale, the variance model).
+    smooth_snr : float
+        S/N the smoothed spectrum should reach: a fainter spectrum is smoothed over more bins (:meth:`smoothing`).
     sigma : float
         Rejection threshold (standard deviations); the worst pixel of a bin above it goes per iteration.
     max_iterations : int
         Maximum rejection iterations per profile fit.
     passes : int
         Profile fits, each after the rejections of the previous one.
+    sky_correlation : float
+        Mean correlation of the sky model's errors between two pixels of one bin, for the
+        errors. The sky model is one fit to the whole slit, so its error at one wavelength is
+        shared by all the pixels there; those of a bin spread over a pixel of dispersion, two
+        knot intervals of a Kelson sky: 0.5. Counted as independent (0), the errors of a
+        sky-limited bin come out 8-12 % short; as common to the bin (1), 9 % long.
     """
 
     trace: object
@@ -415,9 +459,11 @@ class OptimalExtraction:
     profile_spacing: float = None
     profile_degree: int = 2
     smooth: int = 9
+    smooth_snr: float = 20.0
     sigma: float = 5.0
     max_iterations: int = 10
     passes: int = 2
+    sky_correlation: float = 0.5
 
     def __call__(self, flux, variance, wavelength, slit, pixels, *, sky, sky_variance=None, bad=None):
         """Extract one order; the arguments are those of :meth:`BoxcarExtraction.__call__`.
@@ -432,71 +478,124 @@ class OptimalExtraction:
             flux, variance, wavelength, slit, pixels, sky=sky, sky_variance=sky_variance, bad=bad)
         p = _OrderPixels.gather(flux, variance, wavelength, slit, pixels, sky, sky_variance, self.trace,
                                 self.half_width, edges, bad)
-        scale = ndimage.median_filter(np.nan_to_num(boxcar.flux), size=self.smooth, mode="nearest")
-        spacing = self.profile_spacing or pixel_step(slit, pixels)
-        knots = uniform_knots(-self.half_width, self.half_width, spacing)
-        spline = basis(p.offset, knots)
-        lows, highs = [edges[0]], [edges[-1]]
-        legendre = design_matrix([p.wavelength], [self.profile_degree], lows, highs)
-        grid = np.linspace(-self.half_width, self.half_width, 8 * len(knots) + 1)
-        grid_basis = basis(grid, knots).toarray()
-        centres = 0.5 * (edges[1:] + edges[:-1])
-        centre_legendre = design_matrix([centres], [self.profile_degree], lows, highs)
+        smooth = self.smoothing(boxcar)
+        scale = ndimage.median_filter(np.nan_to_num(boxcar.flux), size=smooth, mode="nearest")
+        model = _ProfileModel(p, self.half_width, self.profile_spacing or pixel_step(slit, pixels),
+                              self.profile_degree, edges)
         keep = np.ones(p.index.size, bool)
-        variance_model = p.variance
+        # the variance of everything but the object's light
+        background = None if self.read_noise is None else (np.clip(p.sky, 0, None) + self.read_noise ** 2
+                                                           + p.sky_variance)
+        # the first fit, before any rejection, weighs a cosmic ray by its own counts' variance
+        variance_model = p.variance if background is None else np.maximum(p.variance, background)
         for _ in range(self.passes):
-            weight = _profile_weights(p, spline, legendre, scale, keep, variance_model,
-                                      grid, grid_basis, centre_legendre)
-            for _ in range(self.max_iterations):
-                estimate = _weighted_estimate(p, weight, keep, variance_model)
-                if self.read_noise is not None:
-                    model = np.clip(p.sky + estimate[p.index] * weight, 0, None)
-                    variance_model = model + self.read_noise ** 2 + p.sky_variance
-                chi = np.where(keep, np.abs(p.data - estimate[p.index] * weight) / np.sqrt(variance_model), 0.0)
+            profile = model.fit(p.data, scale, keep, variance_model)
+            if background is not None:
+                variance_model = background + np.clip(scale[p.index] * profile, 0, None)
+            for iteration in range(self.max_iterations):
+                estimate = _weighted_estimate(p, profile, keep, variance_model)
+                # a bin brighter than the smooth spectrum (an emission line) is judged with its own light's noise,
+                # and no pixel with less than the variance given with it
+                judge = variance_model if background is None else np.maximum(
+                    background + np.clip(np.maximum(estimate, scale)[p.index] * profile, 0, None), p.variance)
+                chi = np.abs(p.data - estimate[p.index] * profile) / np.sqrt(judge)
+                if iteration == 0:
+                    # the pixels rejected against a poorer profile (the first, cosmic rays in it) come back
+                    keep |= chi <= self.sigma
+                chi = np.where(keep, chi, 0.0)
                 candidates = _worst_per_bin(chi, p.index, p.n_bins)
                 reject = candidates[chi[candidates] > self.sigma]
                 if reject.size == 0:
                     break
                 keep[reject] = False
-            scale = ndimage.median_filter(estimate, size=self.smooth, mode="nearest")
-        denominator = p.per_bin(keep * weight ** 2 / variance_model)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            flux_out = p.per_bin(keep * weight * p.data / variance_model) / denominator
-            error = 1.0 / np.sqrt(denominator)
-            sky_out = p.per_bin(keep * weight * p.sky / variance_model) / denominator
+            scale = ndimage.median_filter(estimate, size=smooth, mode="nearest")
+        flux_out = _weighted_estimate(p, profile, keep, variance_model, empty=np.nan)
+        sky_out = _weighted_estimate(p, profile, keep, variance_model, values=p.sky, empty=np.nan)
+        error = _propagated_error(p, np.clip(profile, 0, None) / variance_model * keep, profile,
+                                  self.sky_correlation)
         n_used = p.per_bin(keep.astype(float)).astype(int)
         n_rejected = p.per_bin((~keep).astype(float)).astype(int)
         rejected = np.zeros(flux.shape, bool)
         rejected[p.where] = ~keep
-        empty = denominator <= 0
-        flux_out[empty], error[empty], sky_out[empty] = np.nan, np.nan, np.nan
         return Spectrum1D(edges, flux_out, error, sky_out, n_used, n_rejected, rejected)
 
+    def smoothing(self, spectrum):
+        """Bins of the running median that smooths ``spectrum``: enough for ``smooth_snr``, at least ``smooth``.
 
-def _profile_weights(p, spline, legendre, scale, keep, variance, grid, grid_basis, centre_legendre):
-    """The spatial profile times the pixel area, normalised to unit integral over the window in every bin.
+        The smoothed spectrum scales the profile fit; a noisy one biases the profile (its noise is the
+        regressor's, and the bin's own pixels are in it): +5 % on difference frames at S/N ~1 per bin.
+        """
+        n = spectrum.flux.size
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = np.nanmedian(spectrum.flux / spectrum.error) if n else np.nan
+        wanted = (self.smooth_snr / snr) ** 2 if snr > 0 else np.inf
+        size = int(min(max(np.ceil(wanted), self.smooth), max(n // 2, 1)))
+        return size | 1
 
-    The profile is fitted in count space, ``data ~ F(bin) * area * P(offset, lambda)``
-    with ``F`` the smoothed spectrum ``scale``, so that it is one weighted linear
-    least squares over all the pixels; it is normalised on a fine offset grid at
-    every bin centre, negative values set to 0.
+
+class _ProfileModel:
+    """The spatial profile of an object: a cubic B-spline in offset from the trace times a Legendre polynomial
+    in wavelength, fitted in count space and normalised per bin."""
+
+    def __init__(self, p, half_width, spacing, degree, edges):
+        self.p = p
+        knots = uniform_knots(-half_width, half_width, spacing)
+        self.spline = basis(p.offset, knots)
+        lows, highs = [edges[0]], [edges[-1]]
+        self.legendre = design_matrix([p.wavelength], [degree], lows, highs)
+        self.grid = np.linspace(-half_width, half_width, 8 * len(knots) + 1)
+        self.grid_basis = basis(self.grid, knots).toarray()
+        self.centre_legendre = design_matrix([0.5 * (edges[1:] + edges[:-1])], [degree], lows, highs)
+
+    def fit(self, data, scale, keep, variance):
+        """The profile at every pixel times its area: the fraction of its bin's flux density it receives.
+
+        Fitted by weighted linear least squares, ``data ~ F(bin) * area * P(offset, lambda)``
+        with ``F`` the smoothed spectrum ``scale``; normalised so that ``P`` integrates to 1
+        over the window at every bin centre, its negative values included. Where that
+        integral is not positive (no object), ``P`` is uniform over the window.
+        """
+        p, legendre = self.p, self.legendre
+        amplitude = scale[p.index] * p.area
+        rows = sparse.hstack([self.spline.multiply((amplitude * legendre[:, k])[:, None])
+                              for k in range(legendre.shape[1])]).tocsr()
+        coeffs = solve_weighted(rows, data, keep / variance).reshape(legendre.shape[1], -1).T
+        norm = np.trapezoid(self.grid_basis @ coeffs @ self.centre_legendre.T, self.grid, axis=0)
+        profile = np.asarray((self.spline @ coeffs * legendre).sum(axis=1)).ravel()
+        # no profile where there is no object (a blind extraction of noise): a uniform one over the window
+        uniform = 1.0 / (self.grid[-1] - self.grid[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm[p.index] > 0, profile / norm[p.index], uniform) * p.area
+
+
+def _weighted_estimate(p, profile, keep, variance, *, values=None, empty=0.0):
+    """Horne's estimate per bin over the pixels kept: ``sum(w x) / sum(w P)`` with ``w = max(P, 0) / V``.
+
+    ``x`` is the data (or ``values``); ``empty`` where a bin has no weight.
     """
-    amplitude = scale[p.index] * p.area
-    rows = sparse.hstack([spline.multiply((amplitude * legendre[:, k])[:, None])
-                          for k in range(legendre.shape[1])]).tocsr()
-    coeffs = solve_weighted(rows, p.data, keep / variance).reshape(legendre.shape[1], -1).T
-    norm = np.trapezoid(np.clip(grid_basis @ coeffs @ centre_legendre.T, 0, None), grid, axis=0)
-    profile = np.clip(np.asarray((spline @ coeffs * legendre).sum(axis=1)).ravel(), 0, None)
+    weight = keep * np.clip(profile, 0, None) / variance
+    denominator = p.per_bin(weight * profile)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm[p.index] > 0, profile / norm[p.index], 0.0) * p.area
+        estimate = p.per_bin(weight * (p.data if values is None else values)) / denominator
+    estimate[~(denominator > 0) | ~np.isfinite(estimate)] = empty
+    return estimate
 
 
-def _weighted_estimate(p, weight, keep, variance):
-    """Horne's estimate per bin, ``sum(w d / V) / sum(w^2 / V)`` over the pixels kept (0 where none)."""
-    denominator = p.per_bin(keep * weight ** 2 / variance)
+def _propagated_error(p, weight, profile, correlation):
+    """Standard deviation of ``sum(w d) / sum(w P)`` per bin from the variances given with the frame.
+
+    The pixels' own noise is independent; the sky model's error is not: see
+    :attr:`OptimalExtraction.sky_correlation`, the mean correlation ``rho`` of its
+    errors between two pixels of a bin, which adds
+    ``rho * ((sum(w sigma_sky))^2 - sum(w^2 sigma_sky^2))``.
+    """
+    sigma = np.sqrt(np.clip(p.sky_variance, 0, None))
+    denominator = p.per_bin(weight * profile)
     with np.errstate(invalid="ignore", divide="ignore"):
-        estimate = p.per_bin(keep * weight * p.data / variance) / denominator
-    return np.where(np.isfinite(estimate), estimate, 0.0)
+        spread = p.per_bin(weight ** 2 * p.variance) + correlation * (p.per_bin(weight * sigma) ** 2
+                                                                       - p.per_bin((weight * sigma) ** 2))
+        error = np.sqrt(spread) / denominator
+    return np.where(denominator > 0, error, np.nan)
 
 
 def _worst_per_bin(values, index, n_bins):

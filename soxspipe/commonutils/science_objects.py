@@ -70,11 +70,15 @@ class ObjectLocation:
         return self.joint.found
 
 
-def _detect(flux, wavelength, slit, pixels, min_significance, max_fwhm, slit_step):
-    """The brightest peak of the median profile of ``pixels`` and its significance."""
+def _detect(flux, wavelength, slit, pixels, min_significance, max_fwhm, slit_step, window=None):
+    """The brightest peak (within ``window``, a slit range) of the median profile of ``pixels`` and its
+    significance: over the noise of the profile along the whole slit, away from the peak."""
     if pixels.sum() < 10:
         return None
-    position = find_object(flux, wavelength, slit, pixels, slit_step=slit_step)
+    try:
+        position = find_object(flux, wavelength, slit, pixels, slit_step=slit_step, window=window)
+    except ValueError:
+        return None
     s, profile = position.profile_slit, position.profile
     far = np.abs(s - position.slit) > max(2.0 * position.fwhm, 3.0 * slit_step)
     noise = robust_sigma(profile[far]) if far.sum() >= 5 else np.nan
@@ -111,8 +115,9 @@ def locate_object(flux, wavelength, slit, order_map, *, bad=None, expected=None,
     bad : numpy.ndarray of bool, optional
         Pixels left out.
     expected : float, optional
-        Slit position (arcsec) where the object should be; the search is limited to
-        ``search_radius`` around it, and an object not found is placed there.
+        Slit position (arcsec) where the object should be; the peak is looked for within
+        ``search_radius`` of it (its significance judged against the noise of the whole
+        slit), and an object not found is placed there.
     search_radius : float, optional
         Half width (arcsec) of the search window around ``expected``.
     min_significance : float
@@ -129,20 +134,22 @@ def locate_object(flux, wavelength, slit, order_map, *, bad=None, expected=None,
     usable = (order_map > 0) & np.isfinite(flux) & np.isfinite(slit) & np.isfinite(wavelength)
     if bad is not None:
         usable &= ~bad
+    # the peak is looked for in the window, the noise it is judged against measured along the whole slit
+    window = None
     if expected is not None and search_radius is not None:
-        usable &= np.abs(slit - expected) <= search_radius
+        window = (float(expected) - search_radius, float(expected) + search_radius)
     centre = 0.0 if expected is None else float(expected)
     fallback = Detection(centre, float(fallback_fwhm), 0.0, False)
     boxes = {int(o): order_box(order_map, o) for o in np.unique(order_map[order_map > 0])}
     # one slit step for all the orders (the joint profile's bins): the median of the orders' own
     step = float(np.median([pixel_step(slit[box], order_map[box] == o) for o, box in boxes.items()]))
-    joint = _detect(flux, wavelength, slit, usable, min_significance, max_fwhm, step) or fallback
+    joint = _detect(flux, wavelength, slit, usable, min_significance, max_fwhm, step, window) or fallback
     if not joint.found:
         joint = Detection(centre, float(fallback_fwhm), joint.significance, False)
     location = ObjectLocation(joint)
     for order, box in boxes.items():
         own = _detect(flux[box], wavelength[box], slit[box], usable[box] & (order_map[box] == order),
-                      min_significance, max_fwhm, step)
+                      min_significance, max_fwhm, step, window)
         agrees = own is not None and own.found and joint.found and abs(own.slit - joint.slit) <= joint.fwhm
         location.orders[int(order)] = own if agrees else Detection(joint.slit, joint.fwhm,
                                                                     own.significance if own else 0.0, False)

@@ -21,10 +21,10 @@ supplies the sky:
 - the sky under the object (the ``SKY`` column, the sky-model product) is
   the sky itself, not only what was left: the sky of ``A + B`` (both images
   masked) is fitted as in stare, and A's is ``(sky(A + B) + residual) / 2``;
-- the noise: ``A - B`` keeps A's own variance, and B, as part of the sky
-  removed, the variance of its sky model and its read noise (see
-  :class:`_difference_recipe_`); the calibrations' errors, shared by A and B,
-  cancel.
+- the noise: ``A - B`` has A's own variance plus B's, modelled (its sky
+  model and its read noise: see :class:`_difference_recipe_`); the
+  calibrations' errors, shared by A and B, cancel, and so does the error of
+  the residual sky model from the sum of ``A - B`` and ``B - A``.
 
 Each difference frame's positive image is extracted; the spectra are combined
 bin by bin (``combine-sigma``: a value that disagrees with the others is
@@ -71,12 +71,12 @@ class _difference_recipe_(_science_recipe_):
     left of the sky with :meth:`residual_sky`, finds the cosmic rays with
     :meth:`difference_cosmics` and returns the frames :meth:`sky_free_frame` makes.
 
-    The noise of a difference frame is that of P plus that of N. The sky-free
-    frames keep P's own variance (from its counts) and count N as part of the
-    sky removed, with the variance of a smooth model of it (its sky, its read
-    noise): the optimal extraction then models the variance of every pixel with
-    P's read noise (Horne 1986), none of it drawn from the noisy counts of the
-    difference, whose fluctuations it would share.
+    The noise of a difference frame is that of P plus that of N: P's own variance
+    (from its counts) plus that of a smooth model of N (its sky, its read noise),
+    none of it drawn from the noisy counts of the difference, whose fluctuations
+    it would share. The sky variance of the sky-free frame is the residual sky
+    model's, whose error is common to the pixels of a wavelength bin, and its read
+    noise P's and N's: the optimal extraction's model of the variance (Horne 1986).
     """
 
     #: the raw frames (FrameInfo) whose object is extracted; set by check_science_frames
@@ -145,9 +145,16 @@ class _difference_recipe_(_science_recipe_):
         np.maximum(out.variance, np.float32(1e-6), out=out.variance)
         return out
 
-    def sky_free_frame(self, positive, difference, residual, removed, removed_variance, *, bad, cosmics, expected,
-                       label):
+    def sky_free_frame(self, positive, difference, residual, removed, removed_variance, *, removed_read_noise, bad,
+                       cosmics, expected, label, paired=False):
         """The :class:`SkyFreeFrame` of a difference ``P - N``.
+
+        N's noise is the pixels' own, like P's: it joins P's variance. The sky variance is
+        that of the residual sky model, whose error is shared by the pixels of a wavelength
+        bin (the extraction counts it so); the read noise is P's and N's. For a nod pair
+        (``paired``) the residual's error enters ``A - B`` and ``B - A`` with opposite signs
+        and cancels from their sum, the spectrum combined: it is counted with the pixels'
+        own noise, not as shared, which would make the combined errors ~15 % too large.
 
         Parameters
         ----------
@@ -159,14 +166,22 @@ class _difference_recipe_(_science_recipe_):
             The sky left in it (:meth:`residual_sky`; its ``sky`` with the sign of this difference).
         removed, removed_variance : numpy.ndarray
             A smooth model of the sky of N and of N's variance (with the calibrations' shared part).
+        removed_read_noise : float
+            N's read noise (counts).
+        paired : bool
+            Whether the frame is one of a nod pair's two differences.
         bad, cosmics : numpy.ndarray of bool
         expected : float or None
             Slit position of the object.
         label : str
         """
-        return SkyFreeFrame(difference - residual.sky, positive.variance, removed + residual.sky,
-                            np.maximum(removed_variance + residual.variance, 0.0).astype(np.float32), bad, cosmics,
-                            positive.read_noise, expected=expected, chi2=residual.chi2, label=label)
+        shared = np.maximum(residual.variance, 0.0).astype(np.float32)
+        variance = np.maximum(positive.variance + removed_variance, 0.0).astype(np.float32)
+        if paired:
+            variance, shared = variance + shared, np.zeros_like(shared)
+        return SkyFreeFrame(difference - residual.sky, variance, removed + residual.sky, shared, bad, cosmics,
+                            float(np.hypot(positive.read_noise, removed_read_noise)), expected=expected,
+                            chi2=residual.chi2, label=label)
 
     def difference_cosmics(self, flux, mask, background, read_noise, positive_band, negative_band):
         """Cosmic rays of a difference ``P - N`` (its residual sky removed), with the sign kept.
@@ -223,13 +238,8 @@ class _difference_recipe_(_science_recipe_):
         """
         frame = DetrendedFrame([], difference.flux, difference.variance, difference.mask,
                                np.zeros(difference.mask.shape, bool), 0.0, 0.0)
-        saved = self.params
-        # kelson_sky takes the illumination degree from the settings: the residual's own, for this fit
-        self.params = {**saved, "sky-illumination-degree": saved["residual-sky-illumination-degree"]}
-        try:
-            residual = self.kelson_sky(frame, calibration, images)
-        finally:
-            self.params = saved
+        residual = self.kelson_sky(frame, calibration, images,
+                                   illumination_degree=self.params["residual-sky-illumination-degree"])
         log.info("residual sky fitted: reduced chi^2 %s",
                  ", ".join(f"{o}: {c:.2f}" for o, c in sorted(residual.chi2.items())))
         return residual
@@ -389,8 +399,10 @@ class soxs_nod(_difference_recipe_):
             variance_b = sky_b + b.read_noise ** 2 + shared + np.where(neg_band, np.maximum(-free, 0), 0)
             variance_a = sky_a + a.read_noise ** 2 + shared + np.where(pos_band, np.maximum(free, 0), 0)
             bad = d.mask | residual.rejected
-            out.append(self.sky_free_frame(a, d.flux, residual, sky_b, variance_b, bad=bad, cosmics=rays,
-                                           expected=pos.joint.slit, label=f"A-B {k}"))
+            out.append(self.sky_free_frame(a, d.flux, residual, sky_b, variance_b, removed_read_noise=b.read_noise,
+                                           paired=True, bad=bad, cosmics=rays, expected=pos.joint.slit,
+                                           label=f"A-B {k}"))
             out.append(self.sky_free_frame(b, -d.flux, replace(residual, sky=-residual.sky), sky_a, variance_a,
-                                           bad=bad, cosmics=rays, expected=neg.joint.slit, label=f"B-A {k}"))
+                                           removed_read_noise=a.read_noise, paired=True, bad=bad, cosmics=rays,
+                                           expected=neg.joint.slit, label=f"B-A {k}"))
         return out

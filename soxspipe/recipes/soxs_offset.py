@@ -18,9 +18,8 @@ mode supplies the sky:
   object frame's, the negative ones the sky frames');
 - the sky under the object (the ``SKY`` column, the sky-model product) is the
   sky itself: the sky frames' sky, fitted as in stare, plus the residual;
-- the noise: the difference keeps the object frame's own variance, and the sky
-  frames, as part of the sky removed, the variance of their sky model and their
-  read noise (see :class:`~.soxs_nod._difference_recipe_`).
+- the noise: the object frame's own variance plus the sky frames', modelled
+  (their sky model and their read noise: see :class:`~.soxs_nod._difference_recipe_`).
 
 Several object frames' spectra and 2D images are combined as nodding's are
 (:class:`~.soxs_nod._difference_recipe_`): the counts over the object frames'
@@ -115,6 +114,7 @@ class soxs_offset(_difference_recipe_):
                 f.cosmics |= rays_sky
             rays = rays_object | rays_sky
             out.append(self.sky_free_frame(target, d.flux, residual, sky, sky * poisson + sky_read_noise + shared,
+                                           removed_read_noise=float(np.sqrt(sky_read_noise)),
                                            bad=d.mask | residual.rejected, cosmics=rays,
                                            expected=location.joint.slit if location.found else None,
                                            label=f"object {k} - sky"))
