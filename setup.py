@@ -25,6 +25,8 @@ install_requires = [
     # acquisition-camera imaging: sources and aperture photometry, cosmic rays
     "photutils>=2.0",
     "astroscrappy>=1.2",
+    # the 1D science products load as specutils spectra (soxspipe.commonutils.specutils_loader)
+    "specutils>=1.12",
 ]
 
 setup(
@@ -41,7 +43,7 @@ setup(
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "sphinx>=7"],
+        "test": ["pytest>=7", "pytest-xdist", "sphinx>=7", "pypdfium2"],
         "docs": ["sphinx>=7"],
     },
     entry_points={"console_scripts": ["soxspipe=soxspipe.cl_utils:main"]},

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 
 from .commonutils.errors import DataError
-from .commonutils.keywords import header_value
+from .commonutils.keywords import header_value, keyword
 
 
 def read_image_product(path):
@@ -199,3 +199,34 @@ def read_response(path):
             "slit_transmission": header_value(header, "pro_slit_trans", 1.0), "arm": info.arm, "slit": info.slit,
             "binning": info.binning, "mjd": info.mjd, "path": str(path), "header": header}
     return Response(table, meta)
+
+
+def read_telluric(path):
+    """Read a ``TELLURIC_<ARM>`` product of ``soxs_telluric``.
+
+    Returns
+    -------
+    soxspipe.commonutils.science_telluric.TelluricStandard
+        ``.transmission``: wavelength (nm), transmission, its error, the standard's airmass and the
+        points interpolated across its lines; ``.meta``: ``standard``, ``airmass``, ``source`` (the
+        standard's ``DPR TYPE``), its ``arm``, ``slit``, ``binning``, ``mjd``, the ``path``, the primary
+        ``header`` and the ``table`` (``WAVE``, ``TRANS``, ``TRANS_ERR``, ``TRANS_H2O``, ``TRANS_O2``, ``QUAL``).
+    """
+    from .commonutils.classify import classify_header
+    from .commonutils.science_telluric import telluric_from_table
+
+    table = _read_spectrum_table(path, "telluric", ("WAVE", "TRANS", "TRANS_ERR", "QUAL"))
+    with fits.open(path, memmap=False) as hdul:
+        header = hdul[0].header.copy()
+    info = classify_header(header, path)
+    if not info.tag.startswith("TELLURIC_"):
+        raise DataError(f"{path}: a {info.tag}, not a TELLURIC product")
+    airmass = header_value(header, "pro_airmass", None)
+    if airmass is None:
+        raise DataError(f"{path}: no airmass of the telluric standard ({keyword('pro_airmass')}); "
+                        "give a TELLURIC product of soxs_telluric")
+    table.meta.clear()
+    meta = {"standard": header_value(header, "pro_std_name", None), "airmass": float(airmass),
+            "source": header_value(header, "pro_tell_source", None), "arm": info.arm, "slit": info.slit,
+            "binning": info.binning, "mjd": info.mjd, "path": str(path), "header": header, "table": table}
+    return telluric_from_table(table, meta)

@@ -5,6 +5,7 @@ import importlib.util
 import pytest
 
 from pinhole_sets import pinhole_set, shared_root
+from science_fixtures import reduced_night
 from soxspipe.simulator import load_truth, simulate_night
 
 
@@ -31,6 +32,16 @@ def simulated_night(tmp_path_factory):
 def night_truth(simulated_night):
     """The :class:`soxspipe.simulator.truth.Truth` of :func:`simulated_night`."""
     return load_truth(simulated_night / "truth")
+
+
+@pytest.fixture(scope="session")
+def night(tmp_path_factory, worker_id, request):
+    """:func:`simulated_night` reduced by the organiser (VIS and NIR), once for all workers (a record of its runs).
+
+    Modules that need the night reduced further (merged) override it.
+    """
+    root = shared_root(tmp_path_factory, worker_id)
+    return reduced_night(root, lambda: request.getfixturevalue("simulated_night"))
 
 
 @pytest.fixture(scope="session")

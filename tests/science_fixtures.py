@@ -14,11 +14,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
+from scipy.ndimage import gaussian_filter1d
 
 from pinhole_sets import _locked
 from soxspipe.organiser import prep, reduce_all
 from soxspipe.recipes.soxs_stare import soxs_stare
+from soxspipe.simulator import spectra
 
 
 def reduced_night(root, simulated_night):
@@ -58,9 +61,10 @@ def reduced_night(root, simulated_night):
         return result
 
 
-#: the recipes reduce all runs for the science tests: the calibration cascade, the flux standards' response
-#: and stare
-CASCADE = ("mbias", "mdark", "disp_solution", "order_centres", "mflat", "spat_solution", "response", "stare")
+#: the recipes reduce all runs for the science tests: the calibration cascade, the flux standards' response,
+#: the telluric standards' transmission and stare
+CASCADE = ("mbias", "mdark", "disp_solution", "order_centres", "mflat", "spat_solution", "response", "telluric",
+           "stare")
 
 
 def _sof_rows(sof):
@@ -114,6 +118,30 @@ def product(run, catg):
     return path
 
 
+def merged_night(root, simulated_night):
+    """:func:`reduced_night`, then (once, under a lock) its acquisition images reduced and every OB's arms merged.
+
+    Returns
+    -------
+    dict
+        That of :func:`reduced_night` with ``merge_runs``: the runs of the acquisition cascade (mbias, mflat,
+        image) and of soxs_merge, as its ``runs``.
+    """
+    night = reduced_night(root, simulated_night)
+    record = Path(root) / "science_night" / "merged.json"
+    with _locked(Path(root) / ".science_night_merge.lock"):
+        if record.exists():
+            return json.loads(record.read_text())
+        workspace = Path(night["workspace"])
+        results = reduce_all(workspace, arms=("ACQ",), recipes=("mbias", "mdark", "mflat", "image"))
+        results += reduce_all(workspace, recipes=("merge",))
+        runs = [{"name": r.name, "recipe": r.recipe, "setup": r.setup, "status": r.status, "reason": r.reason,
+                 "products": [str(workspace / p) for p in r.products]} for r in results]
+        result = dict(night, merge_runs=runs)
+        record.write_text(json.dumps(result))
+        return result
+
+
 def injected_density(truth_arm, target, orders, exptime):
     """The counts per nm the simulator injected at each row of an extracted-orders table.
 
@@ -134,3 +162,32 @@ def injected_density(truth_arm, target, orders, exptime):
         m = order == o
         efficiency[m] = np.interp(wave[m], np.asarray(e["wavelength"]), np.asarray(e["efficiency"]))
     return np.interp(wave, wl, rate) * efficiency * exptime, np.interp(wave, wl, np.asarray(spec["telluric"]))
+
+
+def target_run(night, recipe, arm, target):
+    """The run of ``recipe`` on ``arm`` that reduced the frames of ``target`` (through the truth's manifest)."""
+    manifest = Table.read(Path(night["truth"]) / "manifest.ecsv")
+    files = {str(r["file"]) for r in manifest if r["arm"] == arm and str(r["target"]) == target}
+    (run,) = [r for r in night["runs"] if r["recipe"] == recipe and set(r["raw"]) & files]
+    return run
+
+
+def at_resolution(spec, values, wave, arm):
+    """``values`` (on the truth spectrum ``spec``'s wavelength grid) seen at the instrument's resolution, at ``wave``."""
+    grid = np.asarray(spec["wavelength"])
+    samples = 5.0  # per sigma of the line-spread function, on a grid uniform in ln(wavelength)
+    log_grid = np.arange(np.log(grid[0]), np.log(grid[-1]),
+                         1.0 / (spectra.resolution(arm, spec.meta["slit_width"]) * 2.3548 * samples))
+    fine = np.interp(np.exp(log_grid), grid, values)
+    return np.interp(wave, np.exp(log_grid), gaussian_filter1d(fine, samples, mode="nearest"))
+
+
+def merge_product(night, prefix, target="GAL-A"):
+    """The ``<prefix>_SPEC_MERGED`` product of :func:`merged_night`: of ``target``'s OB for science (the night's
+    workspace may hold the merges of its nodding and offset OBs too, when their tests reduced them first)."""
+    paths = [p for r in night["merge_runs"] if r["recipe"] == "merge" for p in r["products"]
+             if Path(p).name.startswith(f"{prefix}_SPEC_MERGED_")]
+    if prefix == "SCI":
+        paths = [p for p in paths if fits.getheader(p)["OBJECT"] == target]
+    assert len(paths) == 1, (prefix, paths)
+    return paths[0]

@@ -27,7 +27,7 @@ EXPECTED = {
     "slit_flat_nir_off": ("slit_flat", "LAMP,FLAT_NIR", "mflat"),
     "multipinhole_arc_vis": ("multipinhole_arc", "LAMP,WAVE_VIS", "spat_solution"),
     "std_flux_vis": ("flux_standard", "STD,FLUX_VIS", "response"),
-    "std_telluric_nir": ("telluric_standard", "STD,TELLURIC_NIR", "nod"),
+    "std_telluric_nir": ("telluric_standard", "STD,TELLURIC_NIR", "telluric"),
     "science_nod_nir": ("science", "OBJECT_NIR", "nod"),
     "science_offset_vis": ("science", "OBJECT,ASYNC_VIS", "offset"),
     "imaging_flat_acq": ("imaging_flat", "FLAT,SKY_ACQ", "mflat"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from rawframes import kind_header, raw_header, write_frame
+from rawframes import kind_header, write_frame
 from soxspipe.commonutils.errors import DataError
 from soxspipe.products import read_image_product
 from soxspipe.recipes.soxs_mbias import soxs_mbias

@@ -82,7 +82,7 @@ def _expected_runs(manifest):
     darks split by exposure time, imaging by filter."""
     recipe = {"bias": "mbias", "dark": "mdark", "pinhole_arc": "disp_solution", "pinhole_flat": "order_centres",
               "slit_flat": "mflat", "imaging_flat": "mflat", "multipinhole_arc": "spat_solution", "imaging_science": "image",
-              "flux_standard": "response"}
+              "flux_standard": "response", "telluric_standard": "telluric"}
     mode = {"ECHELLE,SLIT,STARE": "stare", "ECHELLE,SLIT,NODDING": "nod", "ECHELLE,SLIT,OFFSET": "offset"}
     runs = {}
     for row in manifest:
@@ -137,6 +137,20 @@ def test_prep_again_does_nothing_new(simulated_night, prepared):
     assert again.new == [] and again.rejected == [] and again.changed_runs == []
     assert again.unchanged == len(report.new) and sorted(again.runs) == sorted(report.runs)
     assert {p: p.stat().st_mtime_ns for p in (workspace / "sof").iterdir()} == sof_times
+
+
+def test_frames_indexed_under_an_older_frame_types_get_their_recipe_now(simulated_night, prepared):
+    """Telluric standards went to stare before soxs_telluric existed: prep gives them to telluric, runs unchanged."""
+    workspace, report = prepared
+    conn = sqlite3.connect(workspace / "soxspipe.db")
+    with conn:
+        n = conn.execute("UPDATE frames SET recipe = 'stare' WHERE kind = 'telluric_standard'").rowcount
+    conn.close()
+    assert n >= 2
+    again = prep(workspace, simulated_night / "raw")
+    assert {r["recipe"] for r in frames_table(workspace).values() if r["kind"] == "telluric_standard"} == {"telluric"}
+    assert again.changed_runs == [] and sorted(again.runs) == sorted(report.runs)
+    assert sum("_TELLURIC_" in name for name in again.runs) == 2
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def test_cascade_runs_as_far_as_recipes_exist(reduced):
     workspace, results = reduced
     print(format_summary(results))
     order = [r.recipe for r in results]
-    cascade = ["mbias", "mdark", "disp_solution", "order_centres", "mflat", "spat_solution", "stare", "nod", "offset"]
+    cascade = ["mbias", "mdark", "disp_solution", "order_centres", "mflat", "spat_solution", "response", "telluric",
+               "stare", "nod", "offset"]
     assert [c for c in cascade if c in order] == sorted(set(order) & set(cascade), key=order.index)
     for r in results:
         if r.recipe not in RECIPES:
@@ -70,8 +71,11 @@ def test_cascade_runs_as_far_as_recipes_exist(reduced):
     assert {(r.recipe, r.setup) for r in ok} >= {("mbias", "VIS 1x1 slow"), ("mdark", "NIR 1x1 120 s"),
                                                  ("mdark", "NIR 1x1 300 s"), ("mdark", "NIR 1x1 600 s")}
     # products in reduced/<night>/<recipe>/, plots in qc/<night>/<recipe>/, all recorded with QC PASS
+    # (the merges of both arms' spectra come last, outside the database: their products are checked below)
     products = db_rows(workspace, "SELECT p.*, r.status FROM products p JOIN runs r ON r.id = p.run_id WHERE p.arm != 'ACQ'")
-    assert len(products) == sum(len(r.products) for r in ok if "ACQ" not in r.setup) >= 4
+    assert len(products) == sum(len(r.products) for r in ok if "ACQ" not in r.setup and r.recipe != "merge") >= 4
+    merged = [workspace / p for r in ok if r.recipe == "merge" for p in r.products]
+    assert merged and all(p.parent == workspace / "reduced" / NIGHT / "merge" and p.exists() for p in merged)
     for p in products:
         path = workspace / p["path"]
         assert path.parent == workspace / "reduced" / NIGHT / p["recipe"] and path.exists()
@@ -80,9 +84,9 @@ def test_cascade_runs_as_far_as_recipes_exist(reduced):
         qc = {q["name"]: q["value"] for q in db_rows(workspace, "SELECT * FROM qc WHERE product_id = ?", p["id"])}
         table = Table.read(path.with_name(path.stem + "_QC.ecsv"))
         assert qc == pytest.approx({str(n): float(v) for n, v in zip(table["name"], table["value"])})
-    for r in ok:  # each run's QC plots moved to qc/<night>/<recipe>/
+    for r in ok:  # each run's QC plots (and a merge's quicklook PDF) moved to qc/<night>/<recipe>/
         stems = [Path(p).stem for p in r.products]
-        plots = list((workspace / "qc" / NIGHT / r.recipe).glob("*.png"))
+        plots = [p for p in (workspace / "qc" / NIGHT / r.recipe).iterdir() if p.suffix in (".png", ".pdf")]
         assert any(plot.name.startswith(stem + "_") for plot in plots for stem in stems), r.name
     (mdark600,) = [p for p in products if p["tag"] == "MASTER_DARK_NIR" and p["exptime"] == 600.0]
     assert db_rows(workspace, "SELECT COUNT(*) FROM qc WHERE product_id = ? AND name = 'MDARK MEDIAN'", mdark600["id"])[0][0] == 1
@@ -108,8 +112,9 @@ def test_rerun_does_nothing_new_then_settings_and_x_redo(reduced):
     darker = merge_settings({**STRICT, "mdark": {"default": {"hot-pixel-sigma": 9.0}}})
     redone = [r for r in reduce_all(workspace, settings=darker) if r.status == "ok"]
     assert sorted(r.setup for r in redone if r.recipe == "mdark") == ["NIR 1x1 120 s", "NIR 1x1 300 s", "NIR 1x1 600 s"]
-    users = [r for r in redone if r.recipe != "mdark"]
-    for r in users:  # only runs that took a master dark of the NIR
+    # only runs that took a master dark of the NIR (and the merges of the spectra those runs rewrote)
+    users = [r for r in redone if r.recipe not in ("mdark", "merge")]
+    for r in users:
         assert "MASTER_DARK_NIR" in (workspace / "sof" / f"{r.name}.sof").read_text(), r.name
 
     # the user's settings pass through: with the ACQ level inside its range the ACQ chain runs

@@ -24,10 +24,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from scipy.ndimage import gaussian_filter1d, minimum_filter1d
+from scipy.ndimage import minimum_filter1d
 
-from pinhole_sets import shared_root
-from science_fixtures import product, reduced_night
+from science_fixtures import at_resolution, product, target_run
 from soxspipe.commonutils import extinction as ext
 from soxspipe.commonutils import flux_standards as fs
 from soxspipe.commonutils.classify import classify_header
@@ -152,38 +151,13 @@ def test_response_missing_an_order_is_refused():
 # -- the recipe on the simulated night --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def night(tmp_path_factory, worker_id, request):
-    """The simulated night reduced by the organiser (VIS and NIR), once for all workers."""
-    root = shared_root(tmp_path_factory, worker_id)
-    return reduced_night(root, lambda: request.getfixturevalue("simulated_night"))
-
-
-def _run(night, recipe, arm, target):
-    """The run of ``recipe`` on ``arm`` that reduced the frames of ``target`` (through the truth's manifest)."""
-    manifest = Table.read(Path(night["truth"]) / "manifest.ecsv")
-    files = {str(r["file"]) for r in manifest if r["arm"] == arm and str(r["target"]) == target}
-    (run,) = [r for r in night["runs"] if r["recipe"] == recipe and set(r["raw"]) & files]
-    return run
-
-
 def _response(night, arm):
-    return read_response(product(_run(night, "response", arm, STANDARD), f"RESPONSE_{arm}"))
+    return read_response(product(target_run(night, "response", arm, STANDARD), f"RESPONSE_{arm}"))
 
 
 def _telluric(truth, target, wave):
     spec = truth.spectrum(target)
     return np.interp(wave, np.asarray(spec["wavelength"]), np.asarray(spec["telluric"]))
-
-
-def _at_resolution(spec, values, wave, arm):
-    """``values`` (on the truth's wavelength grid) seen at the instrument's resolution, at ``wave``."""
-    grid = np.asarray(spec["wavelength"])
-    samples = 5.0  # per sigma of the line-spread function, on a grid uniform in ln(wavelength)
-    log_grid = np.arange(np.log(grid[0]), np.log(grid[-1]),
-                         1.0 / (spectra.resolution(arm, spec.meta["slit_width"]) * 2.3548 * samples))
-    fine = np.interp(np.exp(log_grid), grid, values)
-    return np.interp(wave, np.exp(log_grid), gaussian_filter1d(fine, samples, mode="nearest"))
 
 
 def _through_atmosphere(truth, target, wave, arm, top=None):
@@ -192,7 +166,7 @@ def _through_atmosphere(truth, target, wave, arm, top=None):
     spec = truth.spectrum(target)
     telluric = np.asarray(spec["telluric"])
     top = np.asarray(spec["toa_flux"]) if top is None else top
-    return _at_resolution(spec, top * telluric, wave, arm), _at_resolution(spec, telluric, wave, arm)
+    return at_resolution(spec, top * telluric, wave, arm), at_resolution(spec, telluric, wave, arm)
 
 
 def _clean(table, telluric, *, per_order, threshold=0.98):
@@ -239,11 +213,11 @@ def test_reduce_all_runs_response_before_the_science(night):
     science = [i for i, r in enumerate(order) if r in ("stare", "nod", "offset")]
     stare = recipe_class("stare")
     for arm in ("VIS", "NIR"):
-        run = _run(night, "response", arm, STANDARD)
+        run = target_run(night, "response", arm, STANDARD)
         assert run["status"] == "ok", (run["name"], run["reason"])
         assert night["runs"].index(run) < min(science)
         names = {Path(p).name.split("_1x1")[0] for p in run["products"]}
-        assert names == {f"STD_FLUX_{k}_{arm}" for k in ("ORDERS", "MERGED", "2D", "SKY_MODEL", "SKY_SUB")} | {
+        assert names == {f"STD_FLUX_{k}_{arm}" for k in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")} | {
             f"RESPONSE_{arm}"}
         for path in run["products"]:
             assert fits.getheader(path)["ESO QC STATUS"] == "PASS"
@@ -254,7 +228,7 @@ def test_reduce_all_runs_response_before_the_science(night):
         assert str(orders["FLUX_CAL"].unit) == "erg / (Angstrom s cm2)"
         assert orders.meta["ESO PRO FLUXCAL STD"] == STANDARD and orders.meta["ESO PRO FLUXCAL RESP"] == response.name
         if "RESPONSE" in stare.calibrations:  # once the science recipes take a RESPONSE, the organiser gives it
-            sof = workspace / "sof" / f"{_run(night, 'stare', arm, 'GAL-A')['name']}.sof"
+            sof = workspace / "sof" / f"{target_run(night, 'stare', arm, 'GAL-A')['name']}.sof"
             assert f"{response.name} RESPONSE_{arm}" in sof.read_text()
 
 
@@ -271,7 +245,7 @@ def test_efficiency_matches_the_injected(night, arm):
     wavelengths, within 3.5 %: measured VIS 1.004-1.007, NIR 1.004-1.030 (order 11 at 1729 nm, by the
     1.9 um band).
     """
-    run = _run(night, "response", arm, STANDARD)
+    run = target_run(night, "response", arm, STANDARD)
     response = _response(night, arm)
     orders = read_extracted_orders(product(run, f"STD_FLUX_ORDERS_{arm}"))
     truth = load_truth(night["truth"], arm=arm)
@@ -319,7 +293,7 @@ def test_standard_calibrated_with_its_own_response_gives_its_catalogue_flux(nigh
     and merged. Measured (seed 42): VIS 0.998-1.004 (20 bins), NIR 0.989-1.005 (13-14 bins; the NIR
     fit's upper envelope, see above, makes it low); the recipe wrote the same FLUX_CAL.
     """
-    run = _run(night, "response", arm, STANDARD)
+    run = target_run(night, "response", arm, STANDARD)
     response = _response(night, arm)
     orders = read_extracted_orders(product(run, f"STD_FLUX_ORDERS_{arm}"))
     merged = read_merged_spectrum(product(run, f"STD_FLUX_MERGED_{arm}"))
@@ -351,7 +325,7 @@ def test_science_calibrated_with_the_response_gives_its_top_of_atmosphere_flux(n
     1-5 %), 0.997 (orders) and 0.994 (merged) together.
     """
     response = _response(night, arm)
-    run = _run(night, "stare", arm, "GAL-A")
+    run = target_run(night, "stare", arm, "GAL-A")
     orders = read_extracted_orders(product(run, f"SCI_ORDERS_{arm}"))
     merged = read_merged_spectrum(product(run, f"SCI_MERGED_{arm}"))
     raw = Path(night["truth"]).parent / "raw" / run["raw"][0]
@@ -396,7 +370,7 @@ def _write_sof(path, rows):
 
 def test_response_from_the_product_alone(night, tmp_path):
     """The STD_FLUX_ORDERS alone gives the response the raw frames gave; the header keeps none of the input's QC."""
-    run = _run(night, "response", "VIS", STANDARD)
+    run = target_run(night, "response", "VIS", STANDARD)
     spectrum = product(run, "STD_FLUX_ORDERS_VIS")
     sof = _write_sof(tmp_path / "std.sof", [(spectrum, "STD_FLUX_ORDERS_VIS")])
     result = run_cli(["response", sof, "-o", tmp_path / "out"], tmp_path)
@@ -433,14 +407,14 @@ def test_nodded_standard_is_reduced_with_the_nod_sky_removal(night, tmp_path):
             fits.PrimaryHDU(hdu.data, header).writeto(path)
         rows.append((path, "STD,FLUX_VIS"))
     # the calibrations the organiser gave the night's standard
-    sof = Path(night["workspace"]) / "sof" / f"{_run(night, 'response', 'VIS', STANDARD)['name']}.sof"
+    sof = Path(night["workspace"]) / "sof" / f"{target_run(night, 'response', 'VIS', STANDARD)['name']}.sof"
     cals = [(sof.parent / p, t) for p, t in (line.split() for line in sof.read_text().splitlines()
                                              if line.strip() and not line.startswith("#") and "/reduced/" in line)]
     recipe = recipe_class("response")(_write_sof(tmp_path / "nod.sof", rows + cals), output_dir=tmp_path / "out")
     paths = recipe.run()
     assert recipe.sky_recipe is recipe_class("nod")
     names = sorted(p.name.split("_1x1")[0] for p in paths)
-    assert names == sorted([f"STD_FLUX_{k}_VIS" for k in ("ORDERS", "MERGED", "2D", "SKY_MODEL", "SKY_SUB")]
+    assert names == sorted([f"STD_FLUX_{k}_VIS" for k in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")]
                            + ["RESPONSE_VIS"])
     orders = read_extracted_orders(next(p for p in paths if p.name.startswith("STD_FLUX_ORDERS_VIS")))
     meta = orders.meta
@@ -451,7 +425,7 @@ def test_nodded_standard_is_reduced_with_the_nod_sky_removal(night, tmp_path):
 
 
 def _modified_spectrum(night, tmp_path, change):
-    path = product(_run(night, "response", "VIS", STANDARD), "STD_FLUX_ORDERS_VIS")
+    path = product(target_run(night, "response", "VIS", STANDARD), "STD_FLUX_ORDERS_VIS")
     with fits.open(path) as hdul:
         change(hdul)
         hdul.writeto(tmp_path / Path(path).name)
@@ -476,7 +450,7 @@ def _order_beyond_the_catalogue(hdul):
     ("science spectrum", r"no flux-standard frames and no STD_FLUX_ORDERS_<ARM> product"),
 ])
 def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
-    run = _run(night, "response", "VIS", STANDARD)
+    run = target_run(night, "response", "VIS", STANDARD)
     if case == "unknown standard":
         rows = [(_modified_spectrum(night, tmp_path, _unknown_star), "STD_FLUX_ORDERS_VIS")]
     elif case == "order beyond the catalogue":
@@ -485,7 +459,7 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
         rows = [(Path(night["truth"]).parent / "raw" / run["raw"][0], "STD,FLUX_VIS"),
                 (product(run, "STD_FLUX_ORDERS_VIS"), "STD_FLUX_ORDERS_VIS")]
     else:
-        rows = [(product(_run(night, "stare", "VIS", "GAL-A"), "SCI_ORDERS_VIS"), "SCI_ORDERS_VIS")]
+        rows = [(product(target_run(night, "stare", "VIS", "GAL-A"), "SCI_ORDERS_VIS"), "SCI_ORDERS_VIS")]
     sof = _write_sof(tmp_path / "bad.sof", rows)
     result = run_cli(["response", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr

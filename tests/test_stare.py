@@ -23,8 +23,7 @@ from astropy.table import Table
 from scipy.ndimage import binary_dilation, minimum_filter1d
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from pinhole_sets import shared_root
-from science_fixtures import injected_density, product, reduced_night, stare_run
+from science_fixtures import injected_density, product, stare_run
 from synthetic_orders import SyntheticOrder
 from soxspipe.commonutils.classify import match_kind
 from soxspipe.commonutils.cosmics import cosmic_ray_mask
@@ -235,13 +234,6 @@ def test_rectified_layout_round_trip():
 # -- the recipe on the simulated night --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def night(tmp_path_factory, worker_id, request):
-    """The simulated night reduced by the organiser (VIS and NIR), once for all workers."""
-    root = shared_root(tmp_path_factory, worker_id)
-    return reduced_night(root, lambda: request.getfixturevalue("simulated_night"))
-
-
 PREFIXES = {"flux_standard": "STD_FLUX", "telluric_standard": "STD_TELL", "science": "SCI"}
 
 
@@ -260,7 +252,7 @@ def test_reduce_all_runs_every_stare_ob(night):
         assert run["status"] == "ok", (run["name"], run["reason"])
         prefix = PREFIXES[kind]
         names = {Path(p).name.split("_1x1")[0] for p in run["products"]}
-        assert names == {f"{prefix}_{kind}_{arm}" for kind in ("ORDERS", "MERGED", "2D", "SKY_MODEL", "SKY_SUB")}
+        assert names == {f"{prefix}_{kind}_{arm}" for kind in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")}
         for path in run["products"]:
             assert fits.getheader(path)["ESO QC STATUS"] == "PASS"
         merged = Path(product(run, f"{prefix}_MERGED_{arm}"))
@@ -298,11 +290,10 @@ def test_extracted_counts_match_the_injected(night, arm, kind):
     """Median per order of the optimal counts over the injected ones, away from tellurics and order ends.
 
     2 %, or 4 standard errors of the median where the S/N and the clean bins do not allow 2 % (GAL-A
-    NIR: S/N ~4 per bin, 14-470 clean bins an order; order 10, inside the 1.9 um water band). At such
-    S/N the optimal estimate's distribution is skewed: its median sits +0.07 sigma per bin high (+2 %
-    at S/N 4), its inverse-variance weighted mean within 0.3 %, which is tested against 2 % as well.
-    Measured (seed 42): the standards 0.997-1.000 (VIS), 0.991-1.021 (NIR) per order; GAL-A VIS
-    1.001-1.015 per order; GAL-A NIR all orders 1.020 (median), 1.003 (weighted mean).
+    NIR: S/N ~4 per bin, 14-470 clean bins an order; order 10, inside the 1.9 um water band). The
+    inverse-variance weighted mean is tested against 2 % as well. Measured (seed 42): the standards
+    0.997-1.000 (VIS), 0.991-1.021 (NIR) per order; GAL-A VIS 1.001-1.013 per order; GAL-A NIR all
+    orders 1.011 (median), 1.002 (weighted mean).
     """
     target = _target(night, arm, kind)
     run = stare_run(night, arm, target)
@@ -370,11 +361,15 @@ def _disp_image(night, arm):
 def test_signal_to_noise_against_the_optimum(night, arm):
     """GAL-A (sky- and read-noise limited): the optimal extraction's S/N against the optimum from the truth.
 
-    The reported S/N reaches 95 % of the optimum in every VIS order and in the NIR orders together
-    (their clean bins are few: 14-470 an order); measured against the injected counts (a robust scatter,
-    all clean bins) it reaches 80 %; and the boxcar's scatter, on sums of 10 bins (its bins share
-    pixels), is larger than the optimal's by more than 10 %. Measured (seed 42, 1.2" seeing): reported
-    0.954-0.973 per VIS order, 0.986 NIR; measured 0.90 VIS, 0.85 NIR; boxcar/optimal scatter 1.2, 1.6.
+    Measured against the injected counts (a robust scatter of the deviations, all clean bins, in units of
+    the optimum's noise), the S/N reaches 92 % of the optimum; the reported errors agree with that
+    scatter within 10 % (all clean bins, and those at S/N < 4); and the boxcar's scatter, on sums of 10
+    bins (its bins share pixels), is larger than the optimal's by more than 10 %. The optimum has no sky
+    model: the Kelson sky's own error (shared by the pixels of a bin) is what keeps the S/N from it; the
+    extraction alone reaches it (``test_extraction_snr``). Measured (seed 42, 1.2" seeing): S/N / optimum
+    0.935 VIS, 0.953 NIR (the reported S/N: 0.96, 0.96; with knots 0.5 px apart everywhere, not refined
+    only where the sky has structure: 0.90, 0.87); the scatter of (FLUX - injected) / ERR 1.02 VIS,
+    1.00 NIR (S/N < 4: 1.07, 0.97).
     """
     run = stare_run(night, arm, "GAL-A")
     orders = read_extracted_orders(product(run, f"SCI_ORDERS_{arm}"))
@@ -385,11 +380,15 @@ def test_signal_to_noise_against_the_optimum(night, arm):
     keep = _kept(orders, telluric) & (best > 0)
     flux, error, box = (np.asarray(orders[c], float) for c in ("FLUX", "ERR", "FLUX_BOX"))
     order = np.asarray(orders["ORDER"])
-    groups = [keep & (order == o) for o in np.unique(order)] if arm == "VIS" else [keep]
-    for k in groups:
-        assert np.median((flux / error)[k] / best[k]) > 0.95
+
+    def robust_sigma(x):
+        return 1.4826 * np.median(np.abs(x - np.median(x)))
+
     deviation = ((flux - injected) / injected * best)[keep]
-    assert 1 / (1.4826 * np.median(np.abs(deviation - np.median(deviation)))) > 0.8
+    assert 1 / robust_sigma(deviation) > 0.92
+    for rows in (keep, keep & (best < 4)):
+        if rows.sum() >= 50:
+            assert abs(robust_sigma((flux - injected)[rows] / error[rows]) - 1) < 0.1
     block_opt, block_box = [], []
     for o in np.unique(order):
         rows = np.flatnonzero(keep & (order == o))
@@ -506,8 +505,10 @@ def test_products_follow_the_contract(night):
         assert 1.0 <= meta["ESO PRO AIRM MEAN"] < 3 and 0.3 < meta["ESO PRO SEEING MEAN"] < 3
     # one grid, the settings' step; every bin between the orders' ends has data (the VIS orders overlap)
     np.testing.assert_allclose(np.asarray(merged["WAVE_HI"] - merged["WAVE_LO"]), 0.02, rtol=1e-6)
-    assert np.all(np.asarray(merged["N_ORDERS"])[np.asarray(merged["QUAL"]) == 0] >= 1)
-    assert np.mean(np.asarray(merged["QUAL"]) == 0) > 0.99
+    # (the extraction's QUAL bits: the telluric correction adds its own, beside them)
+    extracted = (np.asarray(merged["QUAL"]) & sum(QUAL_BITS.values())) == 0
+    assert np.all(np.asarray(merged["N_ORDERS"])[extracted] >= 1)
+    assert np.mean(extracted) > 0.99
     # where one order covers the grid, the merged flux is that order's, rebinned (medians over a stretch)
     o1 = orders[np.asarray(orders["ORDER"]) == 1]
     stretch = (np.asarray(merged["WAVE"]) > 560) & (np.asarray(merged["WAVE"]) < 650)
@@ -583,7 +584,7 @@ def test_command_line_extracts_a_sky_frame_blind_and_flags_it(night, tmp_path):
     for o in np.unique(orders["ORDER"]):
         snr = np.asarray(orders["SNR"])[np.asarray(orders["ORDER"]) == o]
         assert abs(np.nanmedian(snr)) < 0.1
-    assert len(list((tmp_path / "out").glob("*.fits"))) == 5
+    assert len(list((tmp_path / "out").glob("*.fits"))) == 6
     assert list((tmp_path / "out" / "qc").glob("SCI_MERGED_VIS_*_quicklook.pdf"))
 
 

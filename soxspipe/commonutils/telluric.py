@@ -17,8 +17,10 @@
    transmission is below a threshold the flux is left as it was and flagged in
    ``QUAL`` instead of amplified.
 
-:func:`telluric_correct` chains 2-4. Spectra are 1D (one order or merged) numpy
-arrays; no I/O.
+:func:`telluric_correct` chains 2-4 on one uniform pixel grid; :func:`transmission_at` gives
+the scaled transmission moved by a shift in wavelength, for any set of wavelengths (the
+science tables: :mod:`~soxspipe.commonutils.science_telluric`). Spectra are 1D (one order
+or merged) numpy arrays; no I/O.
 """
 
 import logging
@@ -178,6 +180,30 @@ def scale_transmission(transmission, wavelength, airmass, *, water_scale=1.0):
     return scaled, np.abs(exponent * scaled / t) * e
 
 
+def interpolated_mask(transmission, wavelength):
+    """True at the wavelengths where ``transmission`` was interpolated across a stellar line (``unreliable``)."""
+    return np.interp(np.asarray(wavelength, dtype=float), transmission.wavelength,
+                     transmission.unreliable.astype(float), left=0.0, right=0.0) > 0
+
+
+def transmission_at(transmission, wavelength, airmass, *, shift=0.0, water_scale=1.0):
+    """The transmission scaled to ``airmass`` and moved by ``shift`` nm, at the wavelengths ``wavelength``.
+
+    The wavelength form of a shift (for spectra whose pixels are not one uniform grid, such as
+    the orders of an echelle spectrum one after the other): the value at ``lambda`` is the
+    scaled transmission's at ``lambda - shift`` (:func:`scale_transmission`, linear interpolation).
+
+    Returns
+    -------
+    values, errors : numpy.ndarray
+    interpolated : numpy.ndarray of bool
+        Where the transmission was interpolated across one of the standard's lines.
+    """
+    moved = np.asarray(wavelength, dtype=float) - float(shift)
+    values, errors = scale_transmission(transmission, moved, airmass, water_scale=water_scale)
+    return values, errors, interpolated_mask(transmission, moved)
+
+
 def _highpass(values, width):
     """``values`` over their Gaussian smoothing, minus 1: the narrow features, whatever the flux unit.
 
@@ -186,6 +212,11 @@ def _highpass(values, width):
     smooth = gaussian_filter1d(values, width, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(smooth > 0, values / smooth - 1.0, 0.0)
+
+
+def _dot(a, b):
+    # not BLAS: for vectors of this size its threads cost far more than the sum (tens of ms on a busy machine)
+    return float(np.sum(a * b))
 
 
 def _shifted(values, shift):
@@ -243,16 +274,16 @@ def measure_shift(flux, transmission, *, use=None, max_shift=5.0, highpass_px=25
     scores = []
     for lag in lags:
         src = np.clip(idx - lag, 0, flux.size - 1)
-        scores.append(np.dot(target[idx], template[src]))
+        scores.append(_dot(target[idx], template[src]))
     shift = float(lags[int(np.argmax(scores))])
     # least squares of target = a * template(i - shift): Gauss-Newton on (a, shift)
     for _ in range(iterations):
         moved = _shifted(template, shift)[idx]
         slope = -np.gradient(_shifted(template, shift))[idx]
-        amplitude = np.dot(target[idx], moved) / max(np.dot(moved, moved), 1e-30)
+        amplitude = _dot(target[idx], moved) / max(_dot(moved, moved), 1e-30)
         residual = target[idx] - amplitude * moved
         jacobian = amplitude * slope
-        step = np.dot(jacobian, residual) / max(np.dot(jacobian, jacobian), 1e-30)
+        step = _dot(jacobian, residual) / max(_dot(jacobian, jacobian), 1e-30)
         shift = float(np.clip(shift + step, -max_shift, max_shift))
         if abs(step) < 1e-4:
             break
@@ -364,9 +395,7 @@ def telluric_correct(wavelength, flux, error, transmission, *, airmass, qual=Non
         scaled = np.clip(_shifted(scaled, shift), 0.0, None)
         scaled_error = _shifted(scaled_error, shift)
     out, out_error, out_qual = correct(flux, error, scaled, scaled_error, qual, threshold=threshold)
-    interpolated = np.interp(wl, transmission.wavelength, transmission.unreliable.astype(float), left=0.0,
-                             right=0.0) > 0
-    out_qual[interpolated] |= QUAL_TRANSMISSION_INTERPOLATED
+    out_qual[interpolated_mask(transmission, wl)] |= QUAL_TRANSMISSION_INTERPOLATED
     log.info("telluric correction: shift %.3f px, airmass %.3f -> %.3f, %d pixels below transmission %.2f",
              shift, transmission.airmass, airmass, int(np.sum(scaled < threshold)), threshold)
     return TelluricResult(out, out_error, out_qual, scaled, float(shift), flagged)

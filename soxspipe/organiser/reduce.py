@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: statuses of a run in the summary
 OK, FAILED, SKIPPED, DONE = "ok", "failed", "skipped", "done"
+#: settings sections the science recipes and the standards' recipes read from one another
+_SPECTRA_SECTIONS = ("stare", "nod", "offset", "response", "telluric")
 
 
 @dataclass
@@ -63,7 +65,8 @@ def reduce_all(workspace, *, settings=None, overwrite=False, arms=None, recipes=
     overwrite : bool
         Run again the runs that are up to date (``-x``).
     arms, recipes : sequence of str, optional
-        Only the runs of these arms / recipes.
+        Only the runs of these arms / recipes. The OBs' merges of both arms (recipe ``merge``) run
+        last, when both VIS and NIR are among the arms.
 
     Returns
     -------
@@ -92,6 +95,11 @@ def reduce_all(workspace, *, settings=None, overwrite=False, arms=None, recipes=
             log.info("[%d/%d] %s %s: %s%s", i, len(runs), run["recipe"], result.setup, result.status,
                      f" ({result.reason})" if result.reason else f" in {result.duration:.1f} s" if result.status == OK else "")
             results.append(result)
+        both_arms = arms is None or {"VIS", "NIR"} <= set(arms)
+        if both_arms and (recipes is None or "merge" in recipes):  # both arms of an OB reduced: their merge
+            from .merge_runs import merge_obs
+
+            results += merge_obs(conn, workspace, settings, overwrite)
     finally:
         conn.close()
     return results
@@ -101,9 +109,12 @@ def _fingerprint(workspace, recipe, frames, calibrations, settings):
     """A digest of everything a run's products depend on: its raw frames, calibration files and settings.
 
     Only the settings sections the recipe reads count (its own, ``prepare`` and
-    ``general``), so a change to another recipe's settings redoes nothing here.
+    ``general``; for the science recipes and the standards' also each other's, the
+    response's and the telluric's), so a change to another recipe's settings redoes
+    nothing here.
     """
-    used = {key: settings.get(key) for key in (recipe, "prepare", "general")}
+    sections = (recipe, "prepare", "general") + (_SPECTRA_SECTIONS if recipe in _SPECTRA_SECTIONS else ())
+    used = {key: settings.get(key) for key in sections}
     parts = [recipe, json.dumps(used, sort_keys=True, default=str)]
     parts += [f"{f['path']} {f['header_hash']}" for f in frames]
     for c in calibrations:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..commonutils.classify import match_kind
 from ..commonutils.detectors import detector
 from ..recipes import RECIPES, recipe_class
 from ..static_calibrations import load_yaml
@@ -147,6 +148,7 @@ def plan_runs(conn, workspace):
         The names of all runs, and of the runs that are new or changed.
     """
     workspace = Path(workspace)
+    _refresh_recipes(conn)
     frames = conn.execute("SELECT * FROM frames").fetchall()
     planned = {}
     for members in group_frames(frames):
@@ -187,6 +189,20 @@ def plan_runs(conn, workspace):
                  + (", ".join(f"{p}_{run['arm']}{'' if req else ' (optional)'}" for p, req in needs) or "none")]
         write_sof(workspace, run, run_frames(conn, run["id"]), [], notes)
     return list(planned), changed
+
+
+def _refresh_recipes(conn):
+    """Give the frames indexed under an older ``frame_types.yaml`` the recipe it names now."""
+    stale = []
+    rows = conn.execute("SELECT id, arm, recipe, dpr_catg, dpr_type, dpr_tech FROM frames WHERE kind IS NOT NULL")
+    for f in rows.fetchall():
+        recipe = match_kind(f["arm"], f["dpr_catg"], f["dpr_type"], f["dpr_tech"])[1]
+        if recipe is not None and recipe != f["recipe"]:
+            stale.append((recipe, f["id"]))
+    if stale:
+        log.info("%d frame(s) now reduced by another recipe (frame_types.yaml)", len(stale))
+        with transaction(conn):
+            conn.executemany("UPDATE frames SET recipe = ? WHERE id = ?", stale)
 
 
 def run_frames(conn, run_id):

@@ -24,6 +24,9 @@ RECIPES = {
     "response": ("soxs_response", "soxs_response",
                  "response and end-to-end efficiency from a flux standard (raw frames + calibrations, or its "
                  "STD_FLUX_ORDERS): RESPONSE"),
+    "telluric": ("soxs_telluric", "soxs_telluric",
+                 "telluric transmission from a telluric standard (raw frames + calibrations, or its STD_TELL_MERGED; "
+                 "a flux standard's STD_FLUX_MERGED serves): TELLURIC"),
     "stare": ("soxs_stare", "soxs_stare",
               "a staring OB (science, flux or telluric standard): sky removed, spectra extracted, merged, 2D"),
     "nod": ("soxs_nod", "soxs_nod",
@@ -32,6 +35,8 @@ RECIPES = {
                "an offset OB: object minus nearest sky frame(s), residual sky, extracted, combined; merged, 2D"),
     "image": ("soxs_image", "soxs_image",
               "acquisition-camera images of one filter: detrended, stacked, WCS and zero point -> IMAGE_ACQ_<filter>"),
+    "merge": ("soxs_merge", "soxs_merge",
+              "the UV-VIS and NIR SDP spectra of one OB (+ its SOURCE_CAT_ACQ): absolute flux, one merged spectrum"),
 }
 
 

@@ -52,8 +52,9 @@ returns the object frames minus their sky frames, residual sky fitted as in star
 :meth:`~_science_recipe_.kelson_sky`, :meth:`~_science_recipe_.locate` and
 :meth:`~_science_recipe_.object_mask` are there for them. The optimal
 extraction models every pixel's variance as sky + object + read noise^2 from
-``sky`` and ``read_noise``: for a difference of two frames, ``sky`` is then the
-sky of both (whose noise is in it) and ``read_noise`` that of both (sqrt 2 x).
+``sky`` and ``read_noise``. For a difference P - N of two frames, ``variance``
+holds the noise of both frames, ``sky_variance`` only that of the residual sky
+model, and ``read_noise`` both frames' read noise in quadrature (sqrt 2 x).
 A recipe that finds its cosmic rays on the differences (nodding: on A-B and on
 B-A, the sign kept) returns False from ``cosmics_per_frame`` and calls
 :func:`~soxspipe.commonutils.cosmics.cosmic_ray_mask` itself.
@@ -68,12 +69,15 @@ rectified orders, identical grids) and :meth:`~_science_recipe_.total_exptime`.
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.nddata import CCDData, StdDevUncertainty
 from scipy import ndimage
 
+from .. import __version__
+from ..commonutils import sdp_spectrum as sdp
 from ..commonutils.cosmics import cosmic_ray_mask
 from ..commonutils.detectors import detector
 from ..commonutils.disp_image import invert_solution
@@ -88,11 +92,12 @@ from ..commonutils.science_detrend import flat_field, inter_order_mask
 from ..commonutils.science_extract import QUAL_BITS, extract_order, merge_spectra
 from ..commonutils.science_objects import locate_object, object_trace, order_box
 from ..commonutils.science_products import SURFACE_UNIT, merged_table, orders_table, stack_rectified
-from ..commonutils.settings import recipe_settings
+from ..commonutils.settings import qc_ranges, recipe_settings
 from ..commonutils.sky import SkyModel, sky_model
 from ..commonutils.spectrum_plots import orders_plot, quicklook_pdf
-from ..commonutils.science_fluxcal import apply_response
-from ..products import read_disp_image, read_dispersion_solution, read_order_table, read_response
+from ..commonutils.science_fluxcal import apply_response, calibrate_merged_table, slit_width
+from ..commonutils.science_telluric import apply_telluric, correction_settings
+from ..products import read_disp_image, read_dispersion_solution, read_order_table, read_response, read_telluric
 from ._base_recipe_ import Product, _base_recipe_
 from .soxs_disp_solution import order_ranges
 from .soxs_spatial_solution import order_edges
@@ -230,7 +235,7 @@ class _science_recipe_(_base_recipe_):
 
     raw_kinds = tuple(PREFIXES)
     calibrations = {"MASTER_BIAS": "has_bias", "MASTER_DARK": False, "MASTER_FLAT": True, "DISP_TAB": True,
-                    "DISP_IMAGE": False, "ORDER_TAB": True, "RESPONSE": False}
+                    "DISP_IMAGE": False, "ORDER_TAB": True, "RESPONSE": False, "TELLURIC": False}
     #: ``DPR TECH`` values of the frames the recipe reduces
     techniques = ()
 
@@ -467,14 +472,19 @@ class _science_recipe_(_base_recipe_):
         with np.errstate(invalid="ignore"):
             return np.abs(slit - location.joint.slit) <= half
 
-    def kelson_sky(self, frame, calibration, object_mask):
+    def kelson_sky(self, frame, calibration, object_mask, *, illumination_degree=None):
         """The sky of a detrended frame in (wavelength, slit) space after Kelson (2003).
+
+        ``illumination_degree`` (default: the ``sky-illumination-degree`` setting) is the degree of the
+        slit illumination polynomial.
 
         Returns
         -------
         SkyModel
         """
         p = self.params
+        if illumination_degree is None:
+            illumination_degree = p["sky-illumination-degree"]
         maps = calibration.maps
         bad = frame.bad | frame.cosmics
         result = SkyModel(np.zeros(frame.data.shape, np.float32), np.zeros(frame.data.shape, np.float32),
@@ -484,7 +494,8 @@ class _science_recipe_(_base_recipe_):
             pixels = calibration.orders[box] == order
             one = sky_model(frame.data[box], frame.variance[box], maps.wavelength[box], maps.slit[box],
                             np.where(pixels, order, 0), object_mask=object_mask[box], bad=bad[box],
-                            knot_spacing=p["sky-knot-spacing"], illumination_degree=p["sky-illumination-degree"],
+                            knot_spacing=p["sky-knot-spacing"], smooth_knot_spacing=p["sky-smooth-knot-spacing"],
+                            structure_sigma=p["sky-structure-sigma"], illumination_degree=illumination_degree,
                             sigma=p["sky-sigma"], max_iterations=p["sky-iterations"])
             result.sky[box] = np.where(pixels, one.sky, result.sky[box])
             result.variance[box] = np.where(pixels, one.variance, result.variance[box])
@@ -656,11 +667,66 @@ class _science_recipe_(_base_recipe_):
                                         max_age_days=recipe_settings(self.settings, "response", arm)["max-age-days"])
             orders, merged_spectrum = calibrated.orders, calibrated.merged
             cards.update(calibrated.cards)
+        telluric = self.calibration_frames.get("TELLURIC")
+        if telluric is not None:  # FLUX_TELL/ERR_TELL beside them; QUAL flags where the sky is too opaque
+            corrected = apply_telluric(orders, merged_spectrum, read_telluric(telluric.path),
+                                       airmass=cards.get("pro_airmass", (None,))[0], frame=self.raw_frames[0],
+                                       **correction_settings(recipe_settings(self.settings, "telluric", arm)))
+            orders, merged_spectrum = corrected.orders, corrected.merged
+            cards.update(corrected.cards)
+            self.qc.ranges.update(qc_ranges(self.settings, "telluric", arm))
+            for item in corrected.qc:
+                self.qc.add(*item)
         return [Product(f"{prefix}_ORDERS_{arm}", orders, pro_tech=tech, header_cards=dict(cards), plots=[plot]),
                 Product(f"{prefix}_MERGED_{arm}", merged_spectrum, pro_tech=tech, header_cards=dict(cards)),
                 Product(f"{prefix}_2D_{arm}", image, pro_tech=tech, header_cards=dict(cards)),
                 Product(f"{prefix}_SKY_MODEL_{arm}", sky, pro_tech=tech, header_cards=dict(cards)),
-                Product(f"{prefix}_SKY_SUB_{arm}", sky_sub, pro_tech=tech, header_cards=dict(cards))]
+                Product(f"{prefix}_SKY_SUB_{arm}", sky_sub, pro_tech=tech, header_cards=dict(cards)),
+                self.phase3_product(orders, merged_spectrum, tech, cards)]
+
+    def phase3_product(self, orders, merged, tech, cards):
+        """The merged spectrum as an ESO SDP 1D spectrum, ``<P>_SPEC_<ARM>`` (:mod:`~soxspipe.commonutils.sdp_spectrum`).
+
+        ``FLUX`` is ``FLUX_CAL`` where a RESPONSE calibrated the tables (the sky, ``BGFLUX``, is calibrated
+        the same way), else the counts (``FLUXCAL = 'UNCALIBRATED'``); ``FLUX_TELL`` where the tables carry a
+        telluric correction. The wavelength keywords come from the DISP_TAB's QC, the observation's from
+        every raw frame's header.
+        """
+        sky = None
+        if "FLUX_CAL" in merged.colnames:  # the sky through the same response, as the standard wants BGFLUX
+            as_sky = [t.copy() for t in (merged, orders)]
+            for t in as_sky:
+                t.remove_columns(["FLUX_CAL", "ERR_CAL"])
+                t["FLUX"] = t["SKY"]
+            response = read_response(self.calibration_frames["RESPONSE"].path)
+            sky = calibrate_merged_table(*as_sky, response, exptime=cards["exptime"][0],
+                                         airmass=cards["pro_airmass"][0])["FLUX_CAL"]
+        columns, units = sdp.spectrum_columns(merged, sky_calibrated=sky)
+        disp = self.calibration_frames["DISP_TAB"].path
+        disp_header = read_header(disp)
+        qc = {name: header_value(disp_header, "qc", None, qc_name=name)
+              for name in ("LINES TOTAL", "LINES USED FRAC", "XRES RMS", "YRES RMS", "XRES MEDIAN", "YRES MEDIAN",
+                           "RESOLVING POWER")}
+        axis = detector(self.arm).dispersion_axis
+        numbers, ranges = order_ranges(self.arm)
+        nm_per_pixel = float(np.nanmedian(read_dispersion_solution(disp).dispersion(
+            numbers, np.array([0.5 * (a + b) for a, b in ranges]), axis)))
+        raw = [(Path(f.path).name, read_header(f.path)) for f in self.raw_frames]
+        observation = sdp.observation_cards(raw, exptime=self.total_exptime())
+        ra, dec = observation.get("ra", (None,))[0], observation.get("dec", (None,))[0]
+        barycorr = None if ra is None or dec is None else sdp.barycentric_correction(ra, dec,
+                                                                                  observation["sdp_tmid"][0])
+        target = self._object_name()
+        product = sdp.product_cards(arm=self.arm, obstech=tech, slit_width=slit_width(self.raw_frames[0].slit),
+                                    procsoft=f"soxspipe/{__version__}", calibrated=sky is not None,
+                                    telluric="FLUX_TELL" in columns, barycorr=barycorr,
+                                    title=f"{target} SOXS {self.arm} {raw[0][0]}")
+        spectrum = sdp.build_sdp_spectrum(columns, units, {**observation, **product,
+                                                          **sdp.wavelength_cards({k: v for k, v in qc.items()
+                                                                                  if v is not None},
+                                                                                 nm_per_pixel=nm_per_pixel,
+                                                                                 dispersion_axis=axis)})
+        return Product(f"{self.prefix}_SPEC_{self.arm}", spectrum, pro_tech=tech, header_cards=dict(cards))
 
     def _object_name(self):
         header = read_header(self.raw_frames[0].path)

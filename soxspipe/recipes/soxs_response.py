@@ -6,7 +6,7 @@ The SOF (one arm) holds either
   with the calibrations of a science recipe: they are reduced on the way as the
   science recipe of their ``DPR TECH`` reduces them (``frame_types.yaml``:
   ``soxs_stare``, ``soxs_nod`` or ``soxs_offset``; the recipe becomes an instance
-  of a class deriving from both, :func:`with_sky_recipe`, so that that recipe's
+  of a class deriving from both, :mod:`~soxspipe.recipes._standard_recipe_`, so that that recipe's
   sky removal, combination and checks run), and the ``STD_FLUX_*`` products are
   written as that recipe writes them, their tables flux-calibrated with the
   response (``FLUX_CAL``, ``ERR_CAL``); or
@@ -44,8 +44,6 @@ raw frames also the ``STD_FLUX_*`` products.
 """
 
 import logging
-import warnings
-from functools import lru_cache
 
 import numpy as np
 from astropy import units as u
@@ -53,18 +51,15 @@ from astropy import units as u
 from ..commonutils.errors import DataError
 from ..commonutils.fitsio import read_header
 from ..commonutils.flux_standards import catalogue_flux, find_standard
-from ..commonutils.keywords import header_value, keyword
-from ..commonutils.qc import QCRecorder
+from ..commonutils.keywords import header_value
 from ..commonutils.response import efficiency_qc, fit_response, response_options
 from ..commonutils.response_plots import response_plot
 from ..commonutils.science_extract import QUAL_BITS
 from ..commonutils.science_fluxcal import apply_response, slit_transmission, slit_width
-from ..commonutils.settings import qc_ranges, recipe_settings
 from ..products import read_extracted_orders
 from ..static_calibrations import load_yaml
-from . import RECIPES, recipe_class
-from ._base_recipe_ import Product, _base_recipe_
-from ._science_recipe_ import _science_recipe_
+from ._base_recipe_ import Product
+from ._standard_recipe_ import _standard_recipe_
 
 log = logging.getLogger(__name__)
 
@@ -74,104 +69,16 @@ SPECTRUM = "STD_FLUX_ORDERS"
 RESPONSE_UNIT = u.UnrecognizedUnit("(electron/s/nm)/(erg/s/cm2/Angstrom)")
 
 
-def sky_recipe_name(tech):
-    """The recipe whose sky removal reduces frames of ``DPR TECH`` ``tech`` (``frame_types.yaml``, science kind)."""
-    return load_yaml("frame_types.yaml")["kinds"]["science"]["recipe"].get(tech)
-
-
-class soxs_response(_science_recipe_):
+class soxs_response(_standard_recipe_):
     """The response and efficiency from a flux standard's raw frames (reduced on the way) or its extracted orders."""
 
     name = "response"
     raw_kinds = ("flux_standard",)
     techniques = tuple(load_yaml("frame_types.yaml")["kinds"]["flux_standard"]["tech"])
-    calibrations = {k: v for k, v in _science_recipe_.calibrations.items() if k != "RESPONSE"}
-
-    def __init__(self, sof, **kwargs):
-        super().__init__(sof, **kwargs)
-        #: the STD_FLUX_ORDERS product the response is measured on (None: raw frames)
-        self.spectrum = None
-        #: the recipe class whose sky-removal hooks reduce the raw frames
-        self.sky_recipe = None
-
-    # -- inputs ----------------------------------------------------------------------------
-
-    def check_inputs(self, frames):
-        """Raw frames and calibrations as for a science recipe, or one ``STD_FLUX_ORDERS_<ARM>`` product alone.
-
-        Raises
-        ------
-        DataError
-            Neither, both, two spectra, or a spectrum with other files.
-        """
-        spectra = [f for f in frames if f.is_product and f.tag == f"{SPECTRUM}_{f.arm}"]
-        raws = [f for f in frames if not f.is_product]
-        if not spectra:
-            if not raws:
-                raise DataError(f"{self.sof}: no flux-standard frames and no {SPECTRUM}_<ARM> product; "
-                                f"{self.recipe_id} takes the raw frames of a STD,FLUX OB with their calibrations, "
-                                f"or the {SPECTRUM} product of its reduction")
-            self.take_sky_recipe(raws)
-            return super().check_inputs(frames)
-        if len(spectra) > 1:
-            raise DataError(f"{spectra[1].path}: a second {spectra[1].tag} in the SOF (first: {spectra[0].path}); "
-                            "give one")
-        others = [f for f in frames if f is not spectra[0]]
-        if others:
-            raise DataError(f"{others[0].path}: a {others[0].tag} beside the {spectra[0].tag} {spectra[0].path}; "
-                            f"{self.recipe_id} takes either a flux standard's raw frames with their calibrations "
-                            f"or its {SPECTRUM} product alone")
-        self.spectrum = spectra[0]
-        self.arm = self.spectrum.arm
-        # the product stands in for the raw frames: its name, binning and date name the products
-        self.raw_frames = [self.spectrum]
-        self.calibration_frames = {}
-
-    def take_sky_recipe(self, raws):
-        """Become the recipe that also reduces like the science recipe of the raw frames' technique.
-
-        The instance's class becomes one deriving from this recipe and that one
-        (:func:`with_sky_recipe`): its sky removal, combination and other hooks reduce the
-        frames, this recipe's own steps come first. Frames of several or unknown techniques
-        are left to the science checks.
-
-        Raises
-        ------
-        DataError
-            No registered recipe reduces the technique.
-        """
-        techs = {f.tech for f in raws}
-        if len(techs) != 1 or next(iter(techs)) not in self.techniques:
-            return
-        tech = next(iter(techs))
-        mode = sky_recipe_name(tech)
-        if mode not in RECIPES:
-            raise DataError(f"{raws[0].path}: a {tech} flux standard needs the sky removal of soxs_{mode}, which "
-                            f"this soxspipe does not have; reduce the standard with a recipe that exists and give "
-                            f"its {SPECTRUM}_{raws[0].arm} product instead")
-        self.sky_recipe = recipe_class(mode)
-        self.__class__ = with_sky_recipe(self.sky_recipe)
-        log.info("%s standard: reduced as soxs_%s reduces it", tech, mode)
-
-    def check_science_frames(self):
-        """One technique; the parameters and QC ranges of its recipe with the ``response`` ones over them; its checks.
-
-        Raises
-        ------
-        DataError
-            Frames of several techniques, or what the science checks find.
-        """
-        techs = sorted({f.tech for f in self.raw_frames})
-        if len(techs) > 1:
-            raise DataError(f"{self.sof}: frames of techniques {', '.join(techs)} in one SOF; "
-                            "give the frames of one OB")
-        mode = self.sky_recipe.name if self.sky_recipe is not None else None
-        if mode in self.settings:
-            self.params = {**recipe_settings(self.settings, mode, self.arm),
-                           **recipe_settings(self.settings, self.name, self.arm)}
-            self.qc = QCRecorder({**qc_ranges(self.settings, mode, self.arm),
-                                  **qc_ranges(self.settings, self.name, self.arm)})
-        super().check_science_frames()
+    calibrations = {k: v for k, v in _standard_recipe_.calibrations.items() if k not in ("RESPONSE", "TELLURIC")}
+    spectra = (SPECTRUM,)
+    standard = "flux standard"
+    dpr_type = "STD,FLUX"
 
     # -- the recipe --------------------------------------------------------------------------
 
@@ -315,49 +222,3 @@ class soxs_response(_science_recipe_):
                                                                          path=path))])
         meta["path"] = str(self.product_path(product))
         return product
-
-    # -- writing -------------------------------------------------------------------------------
-
-    def product_header(self, product):
-        """From raw frames as a science recipe's; from a product, without the input's own QC and provenance."""
-        if self.spectrum is None:
-            return super().product_header(product)
-        header = _base_recipe_.product_header(self, product)
-        own = {keyword("qc", qc_name=v.name) for v in self.qc.values} | {keyword("qc_status")}
-        if self.qc.failed:
-            own.add(keyword("qc_failed"))
-        qc_prefix = keyword("qc", qc_name="")
-        for key in [k for k in header.keys() if k.startswith(qc_prefix) and k not in own]:
-            header.remove(key, remove_all=True)
-        # the input's provenance beyond this recipe's own (one input, no calibration, its parameters)
-        for stem, parts, kept in (("pro_rec_raw", ("name", "catg"), 1), ("pro_rec_cal", ("name", "catg"), 0),
-                                  ("pro_rec_param", ("name", "value"), len(self.params))):
-            n = kept + 1
-            while keyword(f"{stem}_{parts[0]}", n=n) in header:
-                for part in parts:
-                    header.remove(keyword(f"{stem}_{part}", n=n), ignore_missing=True)
-                n += 1
-        for name in ("pro_fluxcal_resp", "pro_fluxcal_std", "pro_fluxcal_std_airm"):
-            header.remove(keyword(name), ignore_missing=True)
-        return header
-
-    def write_products(self, products):
-        """As a science recipe from raw frames; from a product, the response alone."""
-        if self.spectrum is None:
-            return super().write_products(products)
-        with warnings.catch_warnings():
-            # the response's unit is text on purpose: FITS has no electron
-            warnings.simplefilter("ignore", u.UnitsWarning)
-            return _base_recipe_.write_products(self, products)
-
-
-@lru_cache(maxsize=None)
-def with_sky_recipe(sky):
-    """:class:`soxs_response` reducing raw frames as the science recipe class ``sky`` does: a class deriving from both.
-
-    :class:`soxs_response` comes first: its input checks, its ``reduce`` (which runs the shared
-    science steps through ``super()``) and its writing; ``sky`` supplies the hooks (sky removal,
-    combination of several frames, their exposure time, its own checks).
-    """
-    return type(f"soxs_response_{sky.name}", (soxs_response, sky), {"__doc__": soxs_response.__doc__,
-                                                                      "__module__": __name__})
