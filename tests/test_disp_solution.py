@@ -1,15 +1,13 @@
 """soxs_disp_solution on simulated single-pinhole arcs (nominal, flexure, extreme; both arms), against the truth,
 and its bad inputs through the command line."""
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
+from cli_helpers import run_cli
 from soxspipe.commonutils.detectors import detector
 from soxspipe.products import read_dispersion_solution, read_line_table
 from soxspipe.simulator import load_truth
@@ -111,12 +109,6 @@ def test_extreme_arc_within_0p3_px_or_a_clear_failure(sets, arm):
 
 
 # -- bad input through the command line -------------------------------------------------------------
-
-
-def run_cli(args, cwd):
-    env = {**os.environ, "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "soxspipe", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def assert_fails_clearly(args, cwd, message, out, products):

@@ -24,7 +24,8 @@ from scipy.ndimage import binary_dilation
 from pinhole_sets import _locked, shared_root
 from science_fixtures import injected_density, product, reduced_night
 from synthetic_nodding import slit_exposure
-from test_stare import _calibrations, _disp_image, _kept, _write_sof, run_cli
+from cli_helpers import run_cli, write_sof
+from test_stare import _calibrations, _disp_image, _kept
 from soxspipe.organiser import reduce_all
 from soxspipe.commonutils.science_extract import QUAL_BITS, OrderSpectrum
 from soxspipe.commonutils.settings import default_settings, recipe_settings
@@ -430,7 +431,7 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
     else:
         frames = [raw / run["raw"][0], _frame_copy(raw / run["raw"][1], tmp_path / "b.fits", EXPTIME=600.0)]
     cals = _calibrations(night, run)
-    sof = _write_sof(tmp_path / "bad.sof", [(f, "OBJECT_VIS") for f in frames] + [(p, t) for t, p in cals.items()])
+    sof = write_sof(tmp_path / "bad.sof", [(f, "OBJECT_VIS") for f in frames] + [(p, t) for t, p in cals.items()])
     result = run_cli([mode, sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

@@ -13,10 +13,7 @@ standard, and bad inputs through the command line.
 """
 
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +24,7 @@ from astropy.table import Table
 from scipy.ndimage import minimum_filter1d
 
 from science_fixtures import at_resolution, product, target_run
+from cli_helpers import run_cli, write_sof
 from soxspipe.commonutils import extinction as ext
 from soxspipe.commonutils import flux_standards as fs
 from soxspipe.commonutils.classify import classify_header
@@ -357,22 +355,11 @@ def test_science_calibrated_with_the_response_gives_its_top_of_atmosphere_flux(n
 # -- command line: the response from a product, a nodded standard, bad inputs ------------------------
 
 
-def run_cli(args, cwd):
-    env = {**os.environ, "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "soxspipe", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _write_sof(path, rows):
-    path.write_text("".join(f"{p} {tag}\n" for p, tag in rows))
-    return path
-
-
 def test_response_from_the_product_alone(night, tmp_path):
     """The STD_FLUX_ORDERS alone gives the response the raw frames gave; the header keeps none of the input's QC."""
     run = target_run(night, "response", "VIS", STANDARD)
     spectrum = product(run, "STD_FLUX_ORDERS_VIS")
-    sof = _write_sof(tmp_path / "std.sof", [(spectrum, "STD_FLUX_ORDERS_VIS")])
+    sof = write_sof(tmp_path / "std.sof", [(spectrum, "STD_FLUX_ORDERS_VIS")])
     result = run_cli(["response", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr
     (path,) = (tmp_path / "out").glob("RESPONSE_VIS_*[0-9].fits")
@@ -410,7 +397,7 @@ def test_nodded_standard_is_reduced_with_the_nod_sky_removal(night, tmp_path):
     sof = Path(night["workspace"]) / "sof" / f"{target_run(night, 'response', 'VIS', STANDARD)['name']}.sof"
     cals = [(sof.parent / p, t) for p, t in (line.split() for line in sof.read_text().splitlines()
                                              if line.strip() and not line.startswith("#") and "/reduced/" in line)]
-    recipe = recipe_class("response")(_write_sof(tmp_path / "nod.sof", rows + cals), output_dir=tmp_path / "out")
+    recipe = recipe_class("response")(write_sof(tmp_path / "nod.sof", rows + cals), output_dir=tmp_path / "out")
     paths = recipe.run()
     assert recipe.sky_recipe is recipe_class("nod")
     names = sorted(p.name.split("_1x1")[0] for p in paths)
@@ -460,7 +447,7 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
                 (product(run, "STD_FLUX_ORDERS_VIS"), "STD_FLUX_ORDERS_VIS")]
     else:
         rows = [(product(target_run(night, "stare", "VIS", "GAL-A"), "SCI_ORDERS_VIS"), "SCI_ORDERS_VIS")]
-    sof = _write_sof(tmp_path / "bad.sof", rows)
+    sof = write_sof(tmp_path / "bad.sof", rows)
     result = run_cli(["response", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

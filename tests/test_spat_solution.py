@@ -7,7 +7,8 @@ import pytest
 from astropy.io import fits
 
 from pinhole_sets import built_once, shared_root, simulate_with_bias
-from test_disp_solution import assert_fails_clearly, run_cli
+from test_disp_solution import assert_fails_clearly
+from cli_helpers import run_cli, write_sof
 from soxspipe.commonutils.detectors import detector
 from soxspipe.commonutils.disp_image import invert_solution
 from soxspipe.commonutils.dispersion import DispersionSolution
@@ -193,11 +194,6 @@ def test_inversion_of_a_linear_solution():
 
 
 # -- bad input through the command line -------------------------------------------------------------
-
-
-def write_sof(path, rows):
-    path.write_text("".join(f"{p} {tag}\n" for p, tag in rows))
-    return path
 
 
 @pytest.mark.parametrize("case,message", [

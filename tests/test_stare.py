@@ -8,10 +8,7 @@ sky residuals, sky-line wavelengths, the products' layout; then a blind extracti
 sky frame and bad inputs through the command line.
 """
 
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from science_fixtures import injected_density, product, stare_run
 from synthetic_orders import SyntheticOrder
+from cli_helpers import run_cli, write_sof
 from soxspipe.commonutils.classify import match_kind
 from soxspipe.commonutils.cosmics import cosmic_ray_mask
 from soxspipe.commonutils.order_edges import OrderTable
@@ -537,12 +535,6 @@ def test_products_follow_the_contract(night):
 # -- command line -----------------------------------------------------------------------------------
 
 
-def run_cli(args, cwd):
-    env = {**os.environ, "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "soxspipe", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 def _calibrations(night, run):
     """The run's calibrations as ``{tag: absolute path}``, from the SOF the organiser wrote."""
     sof = Path(night["workspace"]) / "sof" / f"{run['name']}.sof"
@@ -552,11 +544,6 @@ def _calibrations(night, run):
             path, tag = line.split()
             out[tag] = (sof.parent / path).resolve()
     return out
-
-
-def _write_sof(path, rows):
-    path.write_text("".join(f"{p} {tag}\n" for p, tag in rows))
-    return path
 
 
 def test_command_line_extracts_a_sky_frame_blind_and_flags_it(night, tmp_path):
@@ -571,7 +558,7 @@ def test_command_line_extracts_a_sky_frame_blind_and_flags_it(night, tmp_path):
         header["ESO DPR TECH"] = "ECHELLE,SLIT,STARE"
         fits.PrimaryHDU(hdu.data, header).writeto(tmp_path / "sky.fits")
     cals = _calibrations(night, stare_run(night, "VIS", "GAL-A"))
-    sof = _write_sof(tmp_path / "sky.sof", [(tmp_path / "sky.fits", "OBJECT_VIS")] + [(p, t) for t, p in cals.items()])
+    sof = write_sof(tmp_path / "sky.sof", [(tmp_path / "sky.fits", "OBJECT_VIS")] + [(p, t) for t, p in cals.items()])
     result = run_cli(["stare", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr
     (path,) = (tmp_path / "out").glob("SCI_ORDERS_VIS_*[0-9].fits")
@@ -613,7 +600,7 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
     else:
         (dark,) = [r for r in night["runs"] if r["recipe"] == "mdark" and r["setup"] == "NIR 1x1 120 s"]
         cals["MASTER_DARK_NIR"] = Path(dark["products"][0])
-    sof = _write_sof(tmp_path / "bad.sof", frames + [(p, t) for t, p in cals.items()])
+    sof = write_sof(tmp_path / "bad.sof", frames + [(p, t) for t, p in cals.items()])
     result = run_cli(["stare", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -10,10 +10,7 @@ product alone, a flux standard serving, bad inputs.
 """
 
 import logging
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from science_fixtures import at_resolution, product, target_run
+from cli_helpers import run_cli, write_sof
 from soxspipe.commonutils import science_telluric as st
 from soxspipe.commonutils import telluric as tel
 from soxspipe.commonutils.errors import DataError
@@ -308,17 +306,6 @@ def test_corrected_science_matches_the_injected_spectrum(night, arm):
 # -- command line ------------------------------------------------------------------------------------
 
 
-def run_cli(args, cwd):
-    env = {**os.environ, "HOME": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "soxspipe", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _write_sof(path, rows):
-    path.write_text("".join(f"{p} {tag}\n" for p, tag in rows))
-    return path
-
-
 def test_cli_lists_the_recipe():
     assert list(RECIPES).index("response") < list(RECIPES).index("telluric") < list(RECIPES).index("stare")
 
@@ -326,7 +313,7 @@ def test_cli_lists_the_recipe():
 def test_transmission_from_the_product_alone(night, tmp_path):
     """The STD_TELL_MERGED alone gives the TELLURIC the raw frames gave (the same table); none of the input's QC."""
     run = target_run(night, "telluric", "NIR", STANDARD)
-    sof = _write_sof(tmp_path / "tell.sof", [(product(run, "STD_TELL_MERGED_NIR"), "STD_TELL_MERGED_NIR")])
+    sof = write_sof(tmp_path / "tell.sof", [(product(run, "STD_TELL_MERGED_NIR"), "STD_TELL_MERGED_NIR")])
     result = run_cli(["telluric", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr
     (path,) = (tmp_path / "out").glob("TELLURIC_NIR_*[0-9].fits")
@@ -344,7 +331,7 @@ def test_a_flux_standard_serves_and_says_so(night, tmp_path):
     """LTT 3218's STD_FLUX_MERGED (its catalogue spectrum divides its lines out): the product says STD,FLUX, and its
     transmission in the O2 A band's bins above 0.5 matches the truth's at its airmass within 2 % (median)."""
     run = target_run(night, "response", "VIS", "LTT3218")
-    sof = _write_sof(tmp_path / "flux.sof", [(product(run, "STD_FLUX_MERGED_VIS"), "STD_FLUX_MERGED_VIS")])
+    sof = write_sof(tmp_path / "flux.sof", [(product(run, "STD_FLUX_MERGED_VIS"), "STD_FLUX_MERGED_VIS")])
     result = run_cli(["telluric", sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no telluric standard; the flux standard LTT3218 serves" in result.stderr
@@ -391,7 +378,7 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
                                                             if line.strip() and not line.startswith("#"))
                 if not t.startswith("TELLURIC")]
         rows.append((product(target_run(night, "telluric", "NIR", STANDARD), "TELLURIC_NIR"), "TELLURIC_NIR"))
-    sof = _write_sof(tmp_path / "bad.sof", rows)
+    sof = write_sof(tmp_path / "bad.sof", rows)
     result = run_cli([recipe, sof, "-o", tmp_path / "out"], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
