@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cli_helpers import run_cli
+from cli_helpers import assert_fails_clearly, run_cli
 from soxspipe.commonutils.detectors import detector
 from soxspipe.products import read_dispersion_solution, read_line_table
 from soxspipe.simulator import load_truth
@@ -109,16 +109,6 @@ def test_extreme_arc_within_0p3_px_or_a_clear_failure(sets, arm):
 
 
 # -- bad input through the command line -------------------------------------------------------------
-
-
-def assert_fails_clearly(args, cwd, message, out, products):
-    """The command line exits 1 or 2 with a one-line ``message`` (a regex), no traceback, and no ``products``
-    (a glob) in ``out``."""
-    result = run_cli(args, cwd)
-    assert result.returncode in (1, 2), result.stdout
-    assert "Traceback" not in result.stderr
-    assert re.search(message, result.stderr), result.stderr
-    assert not list(out.glob(products)) if out.exists() else True
 
 
 def modified_arc(s, folder, change):

@@ -13,7 +13,6 @@ standard, and bad inputs through the command line.
 """
 
 import math
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +23,7 @@ from astropy.table import Table
 from scipy.ndimage import minimum_filter1d
 
 from science_fixtures import at_resolution, product, target_run
-from cli_helpers import run_cli, write_sof
+from cli_helpers import assert_fails_clearly, run_cli, write_sof
 from soxspipe.commonutils import extinction as ext
 from soxspipe.commonutils import flux_standards as fs
 from soxspipe.commonutils.classify import classify_header
@@ -448,9 +447,5 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
     else:
         rows = [(product(target_run(night, "stare", "VIS", "GAL-A"), "SCI_ORDERS_VIS"), "SCI_ORDERS_VIS")]
     sof = write_sof(tmp_path / "bad.sof", rows)
-    result = run_cli(["response", sof, "-o", tmp_path / "out"], tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
-    assert not list((tmp_path / "out").glob("*.fits")) if (tmp_path / "out").exists() else True
+    assert_fails_clearly(["response", sof, "-o", tmp_path / "out"], tmp_path, message, tmp_path / "out",
+                         exit_codes=(1,), one_line=True)

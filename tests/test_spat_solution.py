@@ -7,8 +7,7 @@ import pytest
 from astropy.io import fits
 
 from pinhole_sets import built_once, shared_root, simulate_with_bias
-from test_disp_solution import assert_fails_clearly
-from cli_helpers import run_cli, write_sof
+from cli_helpers import assert_fails_clearly, run_cli, write_sof
 from soxspipe.commonutils.detectors import detector
 from soxspipe.commonutils.disp_image import invert_solution
 from soxspipe.commonutils.dispersion import DispersionSolution

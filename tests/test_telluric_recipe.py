@@ -10,7 +10,6 @@ product alone, a flux standard serving, bad inputs.
 """
 
 import logging
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +19,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from science_fixtures import at_resolution, product, target_run
-from cli_helpers import run_cli, write_sof
+from cli_helpers import assert_fails_clearly, run_cli, write_sof
 from soxspipe.commonutils import science_telluric as st
 from soxspipe.commonutils import telluric as tel
 from soxspipe.commonutils.errors import DataError
@@ -379,9 +378,5 @@ def test_bad_inputs_fail_clearly(night, tmp_path, case, message):
                 if not t.startswith("TELLURIC")]
         rows.append((product(target_run(night, "telluric", "NIR", STANDARD), "TELLURIC_NIR"), "TELLURIC_NIR"))
     sof = write_sof(tmp_path / "bad.sof", rows)
-    result = run_cli([recipe, sof, "-o", tmp_path / "out"], tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
-    assert not list((tmp_path / "out").glob("*.fits")) if (tmp_path / "out").exists() else True
+    assert_fails_clearly([recipe, sof, "-o", tmp_path / "out"], tmp_path, message, tmp_path / "out",
+                         exit_codes=(1,), one_line=True)
