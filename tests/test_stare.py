@@ -359,14 +359,17 @@ def test_signal_to_noise_against_the_optimum(night, arm):
     """GAL-A (sky- and read-noise limited): the optimal extraction's S/N against the optimum from the truth.
 
     Measured against the injected counts (a robust scatter of the deviations, all clean bins, in units of
-    the optimum's noise), the S/N reaches 92 % of the optimum; the reported errors agree with that
+    the optimum's noise), the S/N reaches 95 % of the optimum; the reported errors agree with that
     scatter within 10 % (all clean bins, and those at S/N < 4); and the boxcar's scatter, on sums of 10
-    bins (its bins share pixels), is larger than the optimal's by more than 10 %. The optimum has no sky
+    bins (its bins share pixels), is larger than the optimal's by more than 5 %. The optimum has no sky
     model: the Kelson sky's own error (shared by the pixels of a bin) is what keeps the S/N from it; the
     extraction alone reaches it (``test_extraction_snr``). Measured (seed 42, 1.2" seeing): S/N / optimum
-    0.935 VIS, 0.953 NIR (the reported S/N: 0.96, 0.96; with knots 0.5 px apart everywhere, not refined
-    only where the sky has structure: 0.90, 0.87); the scatter of (FLUX - injected) / ERR 1.02 VIS,
-    1.00 NIR (S/N < 4: 1.07, 0.97).
+    0.955 VIS, 0.973 NIR with the sky fitted again under the object's model (``sky-object-refit``;
+    without: 0.935, 0.968; with knots 0.5 px apart everywhere, not refined only where the sky has
+    structure: 0.90, 0.87); the scatter of (FLUX - injected) / ERR 1.01 VIS, 0.99 NIR. The boxcar over
+    the optimal scatter on 10-bin sums: 1.10 VIS, 1.07 NIR (1.21, 1.18 without the refit: the sky fitted
+    to the object's pixels too takes some of their noise out of the boxcar's sum; the extraction alone,
+    on the true sky: 1.34, ``test_extraction_snr``).
     """
     run = stare_run(night, arm, "GAL-A")
     orders = read_extracted_orders(product(run, f"SCI_ORDERS_{arm}"))
@@ -382,7 +385,7 @@ def test_signal_to_noise_against_the_optimum(night, arm):
         return 1.4826 * np.median(np.abs(x - np.median(x)))
 
     deviation = ((flux - injected) / injected * best)[keep]
-    assert 1 / robust_sigma(deviation) > 0.92
+    assert 1 / robust_sigma(deviation) >= 0.95
     for rows in (keep, keep & (best < 4)):
         if rows.sum() >= 50:
             assert abs(robust_sigma((flux - injected)[rows] / error[rows]) - 1) < 0.1
@@ -394,7 +397,7 @@ def test_signal_to_noise_against_the_optimum(night, arm):
             blocks.append(values[rows].sum(axis=1) / injected[rows].sum(axis=1) - 1)
     spread = [1.4826 * np.median(np.abs(np.concatenate(b) - np.median(np.concatenate(b))))
               for b in (block_opt, block_box)]
-    assert spread[1] > 1.1 * spread[0], spread
+    assert spread[1] > 1.05 * spread[0], spread
 
 
 @pytest.mark.parametrize("arm", ["VIS", "NIR"])

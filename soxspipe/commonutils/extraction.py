@@ -260,6 +260,9 @@ class Spectrum1D(BinnedSpectrum):
         Pixels rejected per bin.
     rejected : numpy.ndarray of bool, optional
         The frame's pixels rejected by the extraction.
+    model : numpy.ndarray, optional
+        The object's counts the extraction models in every pixel of the frame (flux times profile;
+        0 outside its window).
     """
 
     edges: np.ndarray
@@ -269,6 +272,7 @@ class Spectrum1D(BinnedSpectrum):
     n_pixels: np.ndarray
     n_rejected: np.ndarray = None
     rejected: np.ndarray = field(default=None, repr=False)
+    model: np.ndarray = field(default=None, repr=False)
 
 
 
@@ -517,7 +521,9 @@ class OptimalExtraction:
         n_rejected = p.per_bin((~keep).astype(float)).astype(int)
         rejected = np.zeros(flux.shape, bool)
         rejected[p.where] = ~keep
-        return Spectrum1D(edges, flux_out, error, sky_out, n_used, n_rejected, rejected)
+        model = np.zeros(flux.shape, np.float32)
+        model[p.where] = np.nan_to_num(flux_out)[p.index] * profile
+        return Spectrum1D(edges, flux_out, error, sky_out, n_used, n_rejected, rejected, model)
 
     def smoothing(self, spectrum):
         """Bins of the running median that smooths ``spectrum``: enough for ``smooth_snr``, at least ``smooth``.

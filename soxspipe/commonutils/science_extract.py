@@ -50,6 +50,8 @@ class OrderSpectrum(BinnedSpectrum):
         :data:`QUAL_BITS` per bin.
     rejected : numpy.ndarray of bool
         The frame's pixels the optimal extraction rejected.
+    object_model : numpy.ndarray
+        The object's counts the optimal extraction models in every pixel (0 outside its window).
     """
 
     order: int
@@ -61,6 +63,7 @@ class OrderSpectrum(BinnedSpectrum):
     sky: np.ndarray
     qual: np.ndarray
     rejected: np.ndarray = field(default=None, repr=False)
+    object_model: np.ndarray = field(default=None, repr=False)
 
 
 def extract_order(order, flux, variance, wavelength, slit, pixels, *, sky, sky_variance, trace, optimal_half_width,
@@ -129,7 +132,7 @@ def extract_order(order, flux, variance, wavelength, slit, pixels, *, sky, sky_v
     if not found:
         qual |= QUAL_BITS["object_not_found"]
     return OrderSpectrum(int(order), edges, opt.flux, opt.error, box.flux, box.error, box.sky, qual.astype(np.int32),
-                         opt.rejected)
+                         opt.rejected, opt.model)
 
 
 @dataclass

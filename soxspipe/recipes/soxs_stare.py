@@ -12,7 +12,12 @@ supplies the sky:
 - the sky is fitted in (wavelength, slit) space after Kelson (2003), order by
   order, to the remaining pixels at all slit positions (a B-spline in
   wavelength times a slit-illumination polynomial, outliers rejected) and
-  evaluated at every pixel's own wavelength and slit position.
+  evaluated at every pixel's own wavelength and slit position;
+- then (``sky-object-refit``) the object is extracted once, its model (flux
+  times profile) subtracted, and the sky fitted again to every pixel of the
+  slit: the pixels under a faint object measure the sky too, which halves the
+  noise the sky model adds to the object's spectrum (the pixels under a bright
+  one, weighted by their own variance, count for little).
 
 Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_2D_<ARM>``,
 ``<P>_SKY_MODEL_<ARM>``, ``<P>_SKY_SUB_<ARM>`` with ``<P>`` = ``SCI``,
@@ -20,6 +25,9 @@ Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_2D_<ARM>``,
 """
 
 import logging
+from dataclasses import replace
+
+import numpy as np
 
 from ._science_recipe_ import SkyFreeFrame, _science_recipe_
 
@@ -35,7 +43,25 @@ class soxs_stare(_science_recipe_):
     def remove_sky(self, frames, calibration):
         stacked = self.stack(frames)
         rough = self.locate(stacked.data, stacked.bad | stacked.cosmics, calibration)
-        sky = self.kelson_sky(stacked, calibration, self.object_mask(rough, calibration))
+        mask = self.object_mask(rough, calibration)
+        sky = self.kelson_sky(stacked, calibration, mask)
         log.info("sky fitted: reduced chi^2 %s", ", ".join(f"{o}: {c:.2f}" for o, c in sorted(sky.chi2.items())))
-        return [SkyFreeFrame(stacked.data - sky.sky, stacked.variance, sky.sky, sky.variance,
-                             stacked.bad | sky.rejected, stacked.cosmics, stacked.read_noise, chi2=sky.chi2)]
+        sky_free = self._sky_free(stacked, sky, mask)
+        if self.params["sky-object-refit"]:
+            extraction = self.extract(sky_free, calibration)
+            objects = np.zeros(stacked.data.shape, np.float32)
+            for spectrum in extraction.spectra:
+                objects[calibration.boxes[spectrum.order]] += spectrum.object_model
+            without_object = replace(stacked, data=stacked.data - objects, bad=stacked.bad | extraction.rejected)
+            sky = self.kelson_sky(without_object, calibration, np.zeros_like(mask))
+            log.info("sky fitted again, the object modelled: reduced chi^2 %s",
+                     ", ".join(f"{o}: {c:.2f}" for o, c in sorted(sky.chi2.items())))
+            sky_free = self._sky_free(stacked, sky, mask)
+        return [sky_free]
+
+    @staticmethod
+    def _sky_free(stacked, sky, mask):
+        # the sky fit's rejections inside the object's window are the object's business (its extraction's)
+        return SkyFreeFrame(stacked.data - sky.sky, stacked.variance, sky.sky, sky.variance,
+                            stacked.bad | (sky.rejected & ~mask), stacked.cosmics, stacked.read_noise,
+                            chi2=sky.chi2)
