@@ -14,7 +14,8 @@ from pathlib import Path
 from .database import connect
 from .index import PrepReport, index_folder
 from .listing import list_obs, list_sofs
-from .reduce import RunResult, format_summary, reduce_all
+from .reduce import format_summary, reduce_all
+from .results import RunResult
 from .runs import plan_runs
 
 __all__ = ["prep", "reduce_all", "format_summary", "list_sofs", "list_obs", "PrepReport", "RunResult",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..commonutils.errors import SoxsError
 from ..recipes.soxs_merge import ACQ_TAG, SPECTRUM_TAG, soxs_merge
-from .reduce import DONE, FAILED, OK, SKIPPED, RunResult, _move_plots
+from .results import DONE, FAILED, OK, SKIPPED, RunResult, move_plots
 from .runs import SOF_DIR
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _merge(workspace, night, name, setup, inputs, settings, overwrite):
         log.debug("%s failed", name, exc_info=True)
         return RunResult(name, "merge", setup, FAILED, f"internal error: {exc.__class__.__name__}: {exc}",
                          duration=time.perf_counter() - start)
-    _move_plots(out, Path(workspace) / "qc" / night / "merge")
+    move_plots(out, Path(workspace) / "qc" / night / "merge")
     products = [str(Path(p).resolve().relative_to(Path(workspace).resolve())) for p in paths]
     marker.write_text("\n".join(products))
     return RunResult(name, "merge", setup, OK, products=products, duration=time.perf_counter() - start)

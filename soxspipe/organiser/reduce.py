@@ -14,10 +14,8 @@ import datetime
 import hashlib
 import json
 import logging
-import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from astropy.io import fits
@@ -29,28 +27,15 @@ from ..commonutils.keywords import header_value
 from ..commonutils.settings import default_settings
 from ..recipes import recipe_class
 from .database import DB_NAME, connect, insert, transaction, update
+from .merge_runs import merge_obs
+from .results import DONE, FAILED, OK, SKIPPED, RunResult, move_plots
 from .runs import (calibration_needs, cascade_position, describe, find_calibration, find_static, recipe_spec,
                    run_frames, write_sof)
 
 log = logging.getLogger(__name__)
 
-#: statuses of a run in the summary
-OK, FAILED, SKIPPED, DONE = "ok", "failed", "skipped", "done"
 #: settings sections the science recipes and the standards' recipes read from one another
 _SPECTRA_SECTIONS = ("stare", "nod", "offset", "response", "telluric")
-
-
-@dataclass
-class RunResult:
-    """The outcome of one run in ``reduce all``."""
-
-    name: str
-    recipe: str
-    setup: str
-    status: str  #: ok (ran now), failed, skipped (could not run) or done (up to date, not run again)
-    reason: str = ""
-    products: list = field(default_factory=list)  #: workspace-relative product paths
-    duration: float = 0.0
 
 
 def reduce_all(workspace, *, settings=None, overwrite=False, arms=None, recipes=None):
@@ -97,8 +82,6 @@ def reduce_all(workspace, *, settings=None, overwrite=False, arms=None, recipes=
             results.append(result)
         both_arms = arms is None or {"VIS", "NIR"} <= set(arms)
         if both_arms and (recipes is None or "merge" in recipes):  # both arms of an OB reduced: their merge
-            from .merge_runs import merge_obs
-
             results += merge_obs(conn, workspace, settings, overwrite)
     finally:
         conn.close()
@@ -183,7 +166,7 @@ def _reduce_run(conn, workspace, run, settings, overwrite):
     except Exception as exc:  # one broken run must not stop the night
         log.debug("%s failed", run["name"], exc_info=True)
         error = f"internal error: {exc.__class__.__name__}: {exc}"
-    _move_plots(out, workspace / "qc" / run["night"] / run["recipe"])
+    move_plots(out, workspace / "qc" / run["night"] / run["recipe"])
     result.duration = time.perf_counter() - start
     with transaction(conn):
         conn.execute("DELETE FROM products WHERE run_id = ?", (run["id"],))
@@ -251,20 +234,6 @@ def _finite(value):
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _move_plots(out, qc_dir):
-    """Move the QC plots a recipe wrote into ``<out>/qc/`` to the workspace's ``qc/<night>/<recipe>/``."""
-    plots = out / "qc"
-    if not plots.is_dir():
-        return
-    qc_dir.mkdir(parents=True, exist_ok=True)
-    for plot in plots.iterdir():
-        shutil.move(str(plot), str(qc_dir / plot.name))
-    try:
-        plots.rmdir()
-    except OSError:
-        pass
 
 
 class _OrganiserOnly(logging.Filter):
