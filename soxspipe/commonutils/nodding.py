@@ -508,7 +508,7 @@ def combine_spectra(spectra, *, sigma=5.0, max_iterations=3):
     if outliers.any():
         log.info("combined %d spectra: %d values rejected as outliers", len(spectra), int(outliers.sum()))
     return CombinedSpectrum(edges, mean, np.sqrt(mean_variance), sky_mean, summed("n_pixels"), summed("n_rejected"),
-                            None, kept.sum(axis=0), outliers)
+                            n_combined=kept.sum(axis=0), outliers=outliers)
 
 
 def shift_rows(image, shift, *, power=1):
