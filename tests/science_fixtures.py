@@ -61,6 +61,9 @@ def reduced_night(root, simulated_night):
         return result
 
 
+#: the products every science recipe run writes: ``<P>_<kind>_<ARM>``
+SCIENCE_KINDS = ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")
+
 #: the recipes reduce all runs for the science tests: the calibration cascade, the flux standards' response,
 #: the telluric standards' transmission and stare
 CASCADE = ("mbias", "mdark", "disp_solution", "order_centres", "mflat", "spat_solution", "response", "telluric",

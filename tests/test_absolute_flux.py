@@ -78,8 +78,14 @@ def test_merged_science_flux_matches_the_injected_spectrum(night):
 
     Clear: outside the bundled telluric bands and where the truth's own transmission exceeds 98 %
     (weaker absorption lies outside the bands' list); the telluric-corrected flux where the product has
-    one. UV-VIS within 5 %; NIR, scaled with the UV-VIS factor, within 8 %: its response's shape at the
-    ends of its orders (860-880, 1520-1540 nm) is off by 6-7 %.
+    one. Every bin within 5 %, or, where the noise does not allow judging 5 % (NIR: S/N ~5 per bin, the
+    medians' standard errors 0.8-3.9 %), within 3 standard errors; the NIR bins, scaled with the UV-VIS
+    factor, together within 2 %. Measured (seed 42): factor 1.4940 for the truth's 1 / 0.6735 = 1.4848
+    (the acquisition image's r 0.007 mag bright); UV-VIS 0.995-1.026, NIR 0.942-1.055 (1520 nm 0.942 +- 0.024,
+    1560-1580 nm 0.95 +- 0.02, 1660 nm 1.055 +- 0.023), their median 1.010. The NIR bins' spread is their
+    noise and, at 1500-1760 nm, the simulated sky's absorption outside the bundled bands, which no telluric
+    correction removes: its gaps clear at the simulation's sampling hold 1-4 % of absorption at the
+    instrument's resolution.
     """
     path = merge_product(night, "SCI")
     spectrum, header = read_sdp_spectrum(path)
@@ -88,7 +94,7 @@ def test_merged_science_flux_matches_the_injected_spectrum(night):
     target = str(header["OBJECT"]).strip()
     vis, nir = (load_truth(night["truth"], arm=arm).spectrum(target) for arm in ("VIS", "NIR"))
     # the factor undoes the slit losses (the standard's own were divided out of the response): 1 / transmission
-    assert header["HIERARCH ESO PRO ABSFLUX FACTOR"] == pytest.approx(1.0 / vis.meta["slit_transmission"], rel=0.05)
+    assert header["HIERARCH ESO PRO ABSFLUX FACTOR"] == pytest.approx(1.0 / vis.meta["slit_transmission"], rel=0.02)
     column = "FLUX_TELL" if "FLUX_TELL" in spectrum.columns else "FLUX"
     wave, flux, qual = (spectrum.columns[c] for c in ("WAVE", column, "QUAL"))
 
@@ -104,13 +110,16 @@ def test_merged_science_flux_matches_the_injected_spectrum(night):
     for lo in np.arange(360.0, 2000.0, 20.0):
         m = good & (wave >= lo) & (wave < lo + 20.0)
         if m.sum() > 50:
-            ratios[lo] = float(np.median(flux[m] / toa[m]))
+            r = flux[m] / toa[m]
+            median = float(np.median(r))
+            ratios[lo] = (median, 1.2533 * 1.4826 * float(np.median(np.abs(r - median))) / np.sqrt(r.size))
     blue = {lo: r for lo, r in ratios.items() if lo + 20 <= 850}
     red = {lo: r for lo, r in ratios.items() if lo >= 850}
     assert len(blue) > 15 and len(red) > 15
-    assert max(abs(r - 1) for r in blue.values()) < 0.05, blue
-    assert max(abs(r - 1) for r in red.values()) < 0.08, red
-    assert np.median(list(ratios.values())) == pytest.approx(1.0, abs=0.02)
+    for lo, (r, error) in ratios.items():
+        assert abs(r - 1) < max(0.05, 3 * error), (lo, r, error)
+    assert np.median([r for r, _ in red.values()]) == pytest.approx(1.0, abs=0.02), red
+    assert np.median([r for r, _ in ratios.values()]) == pytest.approx(1.0, abs=0.02)
 
 
 def test_without_an_image_the_standard_calibration_stays(night):

@@ -22,7 +22,7 @@ from astropy.table import Table
 from scipy.ndimage import binary_dilation
 
 from pinhole_sets import _locked, shared_root
-from science_fixtures import injected_density, product, reduced_night
+from science_fixtures import SCIENCE_KINDS, injected_density, product, reduced_night
 from synthetic_nodding import slit_exposure
 from cli_helpers import run_cli, write_sof
 from test_stare import _calibrations, _disp_image, _kept
@@ -229,7 +229,7 @@ def test_reduce_all_runs_the_nod_and_offset_obs(night):
             run = _run(night, mode, arm)
             assert run["status"] == "ok", (run["name"], run["reason"])
             names = {Path(p).name.split("_1x1")[0] for p in run["products"]}
-            assert names == {f"SCI_{kind}_{arm}" for kind in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")}
+            assert names == {f"SCI_{kind}_{arm}" for kind in SCIENCE_KINDS}
             meta = read_extracted_orders(product(run, f"SCI_ORDERS_{arm}")).meta
             assert meta["ESO QC STATUS"] == "PASS" and meta["ESO QC OBJ FOUND"] == 1
             assert meta["EXPTIME"] == MODES[mode][2] and meta["ESO PRO FRAME KIND"] == "science"

@@ -22,15 +22,18 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy.ndimage import minimum_filter1d
 
-from science_fixtures import at_resolution, product, target_run
+from science_fixtures import SCIENCE_KINDS, at_resolution, product, target_run
+from synthetic_orders import SyntheticOrder
 from cli_helpers import assert_fails_clearly, run_cli, write_sof
 from soxspipe.commonutils import extinction as ext
 from soxspipe.commonutils import flux_standards as fs
 from soxspipe.commonutils.classify import classify_header
 from soxspipe.commonutils.errors import DataError
+from soxspipe.commonutils.extraction import find_object
 from soxspipe.commonutils.fitsio import read_header
 from soxspipe.commonutils.resample import merge_orders
-from soxspipe.commonutils.response import Response
+from soxspipe.commonutils.response import Response, fit_penalised, truncation_offset
+from soxspipe.commonutils.science_objects import gaussian_fwhm, locate_object
 from soxspipe.commonutils.science_fluxcal import apply_response, slit_transmission, slit_width
 from soxspipe.commonutils.settings import default_settings, recipe_settings
 from soxspipe.products import read_extracted_orders, read_merged_spectrum, read_response
@@ -54,6 +57,49 @@ def test_slit_width_and_transmission():
     assert slit_transmission(0.8, 1.0) == pytest.approx(through, abs=1e-9)
     assert slit_transmission(0.8, 1.0) == pytest.approx(0.8589, abs=1e-4)  # erf(1.0407)
     assert slit_transmission(0.1, 5.0) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("position", [0.0, 0.1, 0.2, 0.3])
+def test_object_fwhm_is_the_seeing_whatever_its_phase_on_the_pixels(position):
+    """A point-sampled Gaussian of FWHM 0.7876" on a curved order of 0.33" pixels (as NIR's along the slit),
+    its spectrum varying by +-30 %: the fitted FWHM within 0.3 % wherever the object sits on the pixel grid.
+
+    The half-maximum width of the median profile in one-pixel bins (``find_object``) is measured -5 % to
+    +5.5 % off here, depending on the position; the slit transmission of a 1" slit follows it by about half,
+    the other way (-1.2 % for +2.6 %).
+    """
+    order = SyntheticOrder(seed=int(10 * position), ny=400, scale=0.33, object_drift=0.0, object_slit=position)
+    order = order.add_sky().add_object(2e5, sigma=0.7876 / 2.3548).add_noise(read_noise=4.0)
+    free = (order.flux - order.sky_true).astype(np.float32)
+    rough = find_object(free, order.wavelength, order.slit, order.pixels)
+    fwhm = gaussian_fwhm(free, order.slit, order.order_map, order.pixels, rough.slit, rough.fwhm)
+    assert fwhm == pytest.approx(0.7876, rel=0.003)
+    location = locate_object(free, order.wavelength, order.slit, order.order_map)
+    assert location.joint.fwhm == pytest.approx(fwhm, rel=1e-9) and location.orders[7].fwhm == pytest.approx(fwhm)
+    # a faint object (peak S/N ~ 3 per pixel under the sky): within 5 %
+    faint = SyntheticOrder(seed=int(10 * position), ny=400, scale=0.33, object_drift=0.0, object_slit=position)
+    faint = faint.add_sky().add_object(3000.0, sigma=0.7876 / 2.3548).add_noise(read_noise=4.0)
+    free = (faint.flux - faint.sky_true).astype(np.float32)
+    assert locate_object(free, faint.wavelength, faint.slit, faint.order_map).joint.fwhm == pytest.approx(0.7876,
+                                                                                                          rel=0.05)
+
+
+def test_asymmetric_clipping_offset_is_taken_out():
+    """Pure noise (sigma 1, 20000 points) fitted by a constant, clipped at -1 and +5 sigma: the fit settles 0.519
+    sigma above the mean (hand-computed fixed point of ``d = E[x | x > d - 1]``); unbiased, on the mean. With 15 % of
+    the points in absorption lines 4 sigma deep, the unbiased fit still finds the mean of the others."""
+    assert truncation_offset(1.0, np.inf) == pytest.approx(0.51894, abs=1e-4)
+    assert truncation_offset(2.0, 5.0) == pytest.approx(0.06274, abs=1e-4) and truncation_offset(3.0, 3.0) == 0.0
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0.0, 1.0, 20000)
+    lines = np.where(rng.random(noise.size) < 0.15, -4.0, 0.0)
+    design, errors, penalty = np.ones((noise.size, 1)), np.ones(noise.size), np.zeros((1, 1))
+    for values in (noise, noise + lines):
+        fits_ = {unbiased: fit_penalised(design, values, errors, penalty, clip_low=1.0, clip_high=5.0, iterations=100,
+                                         clip_scale="errors", unbiased=unbiased).coefficients[0]
+                 for unbiased in (False, True)}
+        assert fits_[False] - noise.mean() == pytest.approx(0.519, abs=0.04)
+        assert fits_[True] - noise.mean() == pytest.approx(0.0, abs=0.03)
 
 
 def _two_orders(flux=3e-16, exptime=10.0, offset=1.0):
@@ -214,8 +260,7 @@ def test_reduce_all_runs_response_before_the_science(night):
         assert run["status"] == "ok", (run["name"], run["reason"])
         assert night["runs"].index(run) < min(science)
         names = {Path(p).name.split("_1x1")[0] for p in run["products"]}
-        assert names == {f"STD_FLUX_{k}_{arm}" for k in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")} | {
-            f"RESPONSE_{arm}"}
+        assert names == {f"STD_FLUX_{k}_{arm}" for k in SCIENCE_KINDS} | {f"RESPONSE_{arm}"}
         for path in run["products"]:
             assert fits.getheader(path)["ESO QC STATUS"] == "PASS"
         response = Path(product(run, f"RESPONSE_{arm}"))
@@ -231,16 +276,17 @@ def test_reduce_all_runs_response_before_the_science(night):
 
 @pytest.mark.parametrize("arm", ["VIS", "NIR"])
 def test_efficiency_matches_the_injected(night, arm):
-    """Median per order of the measured over the injected efficiency, on clean bins: within 3 %.
+    """Median per order of the measured over the injected efficiency, on clean bins: within 2 %, their median
+    over the orders within 1 %.
 
-    The response has the standard's slit losses divided out (its measured FWHM, a Gaussian seeing
-    disc), so it is compared with the injected efficiency itself. Orders with fewer than 20 clean
-    bins are not tested (NIR 10, 11, 14, 15, 17, 21, 24: in or between bands). Measured (seed 42):
-    VIS 1.0027-1.0042 (order 4 0.9977), NIR 1.0105-1.022: the slit transmission from the measured
-    FWHM (0.807" for 0.788") is 1.1 % low, and the NIR fit follows the upper envelope of weak telluric
-    lines (settings clip-low 1.0) 0.4-1.4 % above the data. The QC points measured (MASK 0), single
-    wavelengths, within 3.5 %: measured VIS 1.004-1.007, NIR 1.004-1.030 (order 11 at 1729 nm, by the
-    1.9 um band).
+    The response has the standard's slit losses divided out (its FWHM along the slit, a Gaussian fitted
+    to its profile: 0.7879" VIS, 0.7856" NIR for the injected 0.7876"), so it is compared with the injected
+    efficiency itself. Orders with fewer than 20 clean bins are not tested (NIR 10, 11, 14, 15, 17, 21,
+    24: in or between bands). Measured (seed 42): VIS 0.9992-1.0002 (order 4 0.9942), NIR 0.991-0.996
+    (order 20, whose clean bins all lie in its blaze's red tail by the 0.94 um band, 0.984): the fit keeps
+    the points that weak telluric lines outside the bands leave within 1 sigma, which hold it 0.2-0.5 %
+    low. The QC points measured (MASK 0), single wavelengths, within 2 %: measured VIS 1.0003-1.0032,
+    NIR 0.983-1.0006.
     """
     run = target_run(night, "response", arm, STANDARD)
     response = _response(night, arm)
@@ -262,7 +308,8 @@ def test_efficiency_matches_the_injected(night, arm):
             tested[int(o)] = float(np.median(response.efficiency(o, w)[0] / injected(o, w)))
     print(arm, {o: round(v, 4) for o, v in tested.items()})
     assert len(tested) >= (4 if arm == "VIS" else 8)
-    assert all(abs(v - 1) < 0.03 for v in tested.values()), tested
+    assert all(abs(v - 1) < 0.02 for v in tested.values()), tested
+    assert abs(np.median(list(tested.values())) - 1) < 0.01, tested
     header = response.meta["header"]
     fractions = recipe_settings(default_settings(), "response", arm)["qc-fractions"]
     measured = 0
@@ -274,7 +321,7 @@ def test_efficiency_matches_the_injected(night, arm):
             assert value == pytest.approx(response.efficiency(o, [w])[0][0], abs=1e-4)
             if "bridged" not in header.comments[f"HIERARCH ESO QC EFF O{o} {k}"]:
                 measured += 1
-                assert abs(value / injected(o, w) - 1) < 0.035, (o, k, value, injected(o, w))
+                assert abs(value / injected(o, w) - 1) < 0.02, (o, k, value, injected(o, w))
     assert measured >= (6 if arm == "VIS" else 8)
     assert 0.2 < header["ESO QC EFFICIENCY"] < 0.3 and header["ESO QC SLIT TRANS"] == pytest.approx(
         response.meta["slit_transmission"], abs=1e-4)
@@ -287,8 +334,8 @@ def test_standard_calibrated_with_its_own_response_gives_its_catalogue_flux(nigh
     The catalogue seen through the injected telluric transmission (both at the instrument's resolution)
     is the reference, since the flux calibration leaves the telluric lines: 20-nm bins outside the
     bands, of bins transmitting 90 % or more, away from the orders' ends: medians within 2 %, per order
-    and merged. Measured (seed 42): VIS 0.998-1.004 (20 bins), NIR 0.989-1.005 (13-14 bins; the NIR
-    fit's upper envelope, see above, makes it low); the recipe wrote the same FLUX_CAL.
+    and merged. Measured (seed 42): VIS 0.9986-1.0040 (20 bins), NIR 1.0008-1.0089 per order, 1.0003-1.0137
+    merged (13-14 bins; the NIR response is 0.2-0.5 % low, see above); the recipe wrote the same FLUX_CAL.
     """
     run = target_run(night, "response", arm, STANDARD)
     response = _response(night, arm)
@@ -317,9 +364,9 @@ def test_science_calibrated_with_the_response_gives_its_top_of_atmosphere_flux(n
     The reference is its injected flux through the injected telluric transmission, at the resolution;
     20-nm bins as above, per order and merged: medians within 3 % (or 4 standard errors of the median
     where the noise does not allow 3 %: NIR, S/N ~5 per bin), and all clean bins together within 2 %.
-    The propagated errors describe the scatter (VIS). Measured (seed 42): VIS 0.991-1.031 per bin
-    (20 bins), 1.003 together, per order and merged; NIR 0.95-1.05 per bin (13-14 bins, standard errors
-    1-5 %), 0.997 (orders) and 0.994 (merged) together.
+    The propagated errors describe the scatter (VIS). Measured (seed 42): VIS 0.986-1.023 per bin
+    (20 bins), 1.003 together, per order and merged; NIR 0.955-1.063 per bin (14 bins, standard errors
+    1-5 %), 1.000 (orders) and 1.001 (merged) together.
     """
     response = _response(night, arm)
     run = target_run(night, "stare", arm, "GAL-A")
@@ -400,8 +447,7 @@ def test_nodded_standard_is_reduced_with_the_nod_sky_removal(night, tmp_path):
     paths = recipe.run()
     assert recipe.sky_recipe is recipe_class("nod")
     names = sorted(p.name.split("_1x1")[0] for p in paths)
-    assert names == sorted([f"STD_FLUX_{k}_VIS" for k in ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")]
-                           + ["RESPONSE_VIS"])
+    assert names == sorted([f"STD_FLUX_{k}_VIS" for k in SCIENCE_KINDS] + ["RESPONSE_VIS"])
     orders = read_extracted_orders(next(p for p in paths if p.name.startswith("STD_FLUX_ORDERS_VIS")))
     meta = orders.meta
     assert meta["ESO QC NOD NPAIRS"] == 2

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from science_fixtures import at_resolution, product, target_run
+from science_fixtures import SCIENCE_KINDS, at_resolution, product, target_run
 from cli_helpers import assert_fails_clearly, run_cli, write_sof
 from soxspipe.commonutils import science_telluric as st
 from soxspipe.commonutils import telluric as tel
@@ -191,8 +191,7 @@ def test_reduce_all_runs_telluric_after_response_before_the_science(night):
         position = night["runs"].index(run)
         assert night["runs"].index(target_run(night, "response", arm, "LTT3218")) < position < science
         names = {Path(p).name.split("_1x1")[0] for p in run["products"]}
-        assert {f"STD_TELL_{k}_{arm}" for k in ("ORDERS", "MERGED", "2D", "SKY_MODEL", "SKY_SUB")} | {
-            f"TELLURIC_{arm}"} <= names
+        assert {f"STD_TELL_{k}_{arm}" for k in SCIENCE_KINDS} | {f"TELLURIC_{arm}"} <= names
         for path in run["products"]:
             assert fits.getheader(path)["ESO QC STATUS"] == "PASS"
         path = Path(product(run, f"TELLURIC_{arm}"))

@@ -10,7 +10,10 @@ the standard's catalogue flux in erg/s/cm^2/Angstrom), so ``R`` is in
 by weighted linear least squares with iterative clipping; telluric bands, the
 star's own absorption lines and faint points are left out, and a penalty on the
 differences of the coefficients bridges the gaps they leave while hardly touching
-the fit where data constrain it.
+the fit where data constrain it. The clipping is asymmetric (weak telluric lines
+outside the bands only absorb); the offset it gives the noise of the points it
+keeps is taken out (:func:`fit_penalised`, ``unbiased``), so that the response
+follows their mean, not the upper edge of their noise.
 
 Two models, chosen per arm in the settings:
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 from scipy import sparse
+from scipy.special import ndtr
 
 from .bsplines import basis, uniform_knots
 from .errors import DataError
@@ -104,8 +108,36 @@ def difference_penalty(n, order=2):
     return d.T @ d
 
 
+def truncation_offset(low, high):
+    """Where the mean of a unit normal truncated about its own value settles: ``d = E[x | d - low < x < d + high]``.
+
+    A fit that keeps the points between ``low`` below and ``high`` above itself, and is their mean,
+    settles ``d`` standard deviations above the mean of pure noise (0.52 for ``low=1, high=5``,
+    0.19 for 1.5, 0.06 for 2; 0 when symmetric).
+
+    Parameters
+    ----------
+    low, high : float
+        Clipping thresholds below and above the fit (standard deviations).
+
+    Returns
+    -------
+    float
+        ``d``, found by fixed-point iteration from 0.
+    """
+    d = 0.0
+    for _ in range(200):
+        a, b = d - float(low), d + float(high)
+        mass = max(float(ndtr(b) - ndtr(a)), 1e-300)
+        new = float(np.exp(-0.5 * a * a) - np.exp(-0.5 * b * b)) / np.sqrt(2.0 * np.pi) / mass
+        if abs(new - d) < 1e-12:
+            break
+        d = new
+    return d
+
+
 def fit_penalised(design, values, errors, penalty, *, use=None, clip_low=3.0, clip_high=3.0,
-                  iterations=5, clip_scale="robust", ridge=1e-9):
+                  iterations=5, clip_scale="robust", ridge=1e-9, unbiased=False):
     """Weighted linear least squares with a quadratic penalty and iterative asymmetric clipping.
 
     Minimises ``sum(((values - design @ c) / errors) ** 2) + s * c @ penalty @ c`` where ``s`` is
@@ -117,7 +149,10 @@ def fit_penalised(design, values, errors, penalty, *, use=None, clip_low=3.0, cl
     own errors, unless the misfit exceeds them). With the points' errors and a small
     ``clip_low`` the fit climbs to the upper envelope of absorption lines that no mask covers
     (weak telluric lines); for pure noise it then settles about ``0.5`` sigma above the mean
-    with ``clip_low=1``, ``0.06`` sigma with ``clip_low=2``.
+    with ``clip_low=1``, ``0.06`` sigma with ``clip_low=2`` (:func:`truncation_offset`). With
+    ``unbiased`` that offset is taken out: the kept points, lowered by it (times the clipping
+    scale and their errors), are fitted once more, so that the fit follows the mean of the points
+    that no absorption line pulls down rather than the upper edge of their noise.
 
     Parameters
     ----------
@@ -137,6 +172,8 @@ def fit_penalised(design, values, errors, penalty, *, use=None, clip_low=3.0, cl
         Scale of the clipping thresholds.
     ridge : float
         Relative ridge keeping coefficients that nothing constrains finite.
+    unbiased : bool
+        Remove the noise's offset that asymmetric clipping leaves (see above).
 
     Returns
     -------
@@ -172,6 +209,11 @@ def fit_penalised(design, values, errors, penalty, *, use=None, clip_low=3.0, cl
         if np.array_equal(new, kept) or iteration == int(iterations) - 1:
             break
         kept = new
+    if unbiased and kept.sum() >= 3 and clip_low != clip_high:
+        offset = truncation_offset(clip_low, clip_high) * spread
+        lowered = np.where(kept, safe_values - offset * np.where(ok, errors, 0.0), 0.0)
+        coefficients = np.linalg.solve(normal, weighted.T @ lowered)
+        residual = (values - design @ coefficients) * np.sqrt(weights) - offset
     covariance = np.linalg.inv(normal)
     n_kept = int(kept.sum())
     if n_kept > n:
@@ -409,7 +451,8 @@ def fit_response(orders, wavelength, counts, error, *, exptime, airmass, standar
     envelope_knot_spacing, blaze_knot_spacing : float
         Knot spacings of the envelope (nm) and of the blaze function (blaze phase) (``echelle``).
     centres : dict, optional
-        Blaze wavelength (nm) of each order (``echelle``); default the middle of its range.
+        Blaze wavelength (nm) of each order (``echelle``); default (and for an order it lacks) the middle of
+        the order's range.
     line_half_width_kms : float
         Half-width (km/s) of the window masked around each stellar absorption line.
     min_snr : float
@@ -458,9 +501,8 @@ def fit_response(orders, wavelength, counts, error, *, exptime, airmass, standar
         raise DataError("no point of the standard's spectrum is usable for a response (all faint, in "
                         "telluric bands or on stellar lines)")
     valid = np.isfinite(wavelength)
-    if centres is None:
-        centres = {int(o): 0.5 * (wavelength[valid & (orders == o)].min() + wavelength[valid & (orders == o)].max())
-                   for o in np.unique(orders[valid])}
+    centres = {**{int(o): 0.5 * (wavelength[valid & (orders == o)].min() + wavelength[valid & (orders == o)].max())
+                  for o in np.unique(orders[valid])}, **(centres or {})}
     if model == "orders":
         empty = [int(o) for o in np.unique(orders[valid]) if not use[orders == o].any()]
         if empty:
@@ -474,7 +516,7 @@ def fit_response(orders, wavelength, counts, error, *, exptime, airmass, standar
     design = fitted.design(orders[valid], wavelength[valid])
     result = fit_penalised(design, log_value[valid], log_error[valid], fitted.penalty, use=use[valid],
                            clip_low=clip_low, clip_high=clip_high, iterations=iterations,
-                           clip_scale=clip_scale)
+                           clip_scale=clip_scale, unbiased=True)
     mask_valid = mask[valid]
     mask_valid[result.clipped] |= MASK_CLIPPED
     log_fit, log_fit_error = result.evaluate(design)

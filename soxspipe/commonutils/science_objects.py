@@ -7,7 +7,10 @@ their union: a median profile along the slit) and then at each order on its
 own. An order keeps its own position only where its detection is significant
 and agrees with the joint one; otherwise it takes the joint one. An object that
 is not found anywhere is placed where it is expected (or at the slit centre)
-and flagged, so that a faint target is still extracted where it should be.
+and flagged, so that a faint target is still extracted where it should be. A
+detected object's FWHM along the slit is that of a Gaussian fitted to its
+profile with every cut across the orders normalised (:func:`gaussian_fwhm`):
+the slit losses of a flux standard are computed from it.
 
 :func:`object_trace` follows a detected object across wavelength with
 :func:`~.extraction.trace_object`, or holds it at one slit position when it is
@@ -24,6 +27,8 @@ from .polynomials import FitError, Polynomial, robust_sigma
 from .resample import pixel_step
 
 log = logging.getLogger(__name__)
+
+_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 @dataclass
@@ -70,9 +75,11 @@ class ObjectLocation:
         return self.joint.found
 
 
-def _detect(flux, wavelength, slit, pixels, min_significance, max_fwhm, slit_step, window=None):
-    """The brightest peak (within ``window``, a slit range) of the median profile of ``pixels`` and its
-    significance: over the noise of the profile along the whole slit, away from the peak."""
+def _detect(flux, wavelength, slit, orders, usable, min_significance, max_fwhm, slit_step, window=None):
+    """The brightest peak (within ``window``, a slit range) of the median profile of the ``usable`` pixels of
+    ``orders`` (an order map, 0 elsewhere) and its significance: over the noise of the profile along the whole
+    slit, away from the peak. A significant peak's FWHM is that of :func:`gaussian_fwhm` where it can be fitted."""
+    pixels = usable & (orders > 0)
     if pixels.sum() < 10:
         return None
     try:
@@ -83,8 +90,105 @@ def _detect(flux, wavelength, slit, pixels, min_significance, max_fwhm, slit_ste
     far = np.abs(s - position.slit) > max(2.0 * position.fwhm, 3.0 * slit_step)
     noise = robust_sigma(profile[far]) if far.sum() >= 5 else np.nan
     significance = position.peak / noise if noise > 0 else 0.0
-    ok = bool(significance >= min_significance and 0 < position.fwhm <= max_fwhm)
-    return Detection(position.slit, position.fwhm, float(significance), ok)
+    fwhm = position.fwhm
+    if significance >= min_significance and 0 < fwhm <= max_fwhm:
+        fwhm = gaussian_fwhm(flux, slit, orders, usable, position.slit, fwhm) or fwhm
+    ok = bool(significance >= min_significance and 0 < fwhm <= max_fwhm)
+    return Detection(position.slit, float(fwhm), float(significance), ok)
+
+
+def gaussian_fwhm(flux, slit, orders, usable, centre, fwhm, *, window_fwhm=2.0, oversample=4, iterations=20):
+    """FWHM along the slit of a Gaussian fitted to an object's profile, every cut across the orders normalised.
+
+    The half-maximum width of the median profile (:func:`~.extraction.find_object`) is biased by
+    its bins, one slit step wide: the peak bin's median lies below the peak, by how much
+    depends on where the peak falls in it. Finer bins of the raw counts would each gather the
+    pixels of a few wavelengths only (a pixel's phase along the slit follows its wavelength) and
+    trace the object's spectrum as much as its profile. So every cut across an order (a detector
+    row or column, whichever the slit map changes most along) is divided by its own counts
+    within ``window_fwhm`` FWHM of the object times its slit step: what is left at each pixel is
+    the object's normalised profile at the pixel's slit position, whatever the spectrum. It is
+    averaged in bins of ``1 / oversample`` slit step (the bin's counts over its cuts'
+    normalisations, so that faint cuts weigh little), a Gaussian plus a constant is fitted to it
+    by Gauss-Newton steps (linear least squares), and the bins' width is taken out of its
+    variance (``w^2 / 12``).
+
+    Parameters
+    ----------
+    flux, slit : numpy.ndarray
+        Sky-free frame (or a block of it) and its slit map (arcsec).
+    orders : numpy.ndarray of int
+        Order of every pixel considered (0: none).
+    usable : numpy.ndarray of bool
+        Pixels with valid data; a cut with an unusable pixel within the window is left out.
+    centre, fwhm : float
+        The object's slit position and a first FWHM (arcsec).
+    window_fwhm : float
+        Half-width of the window that normalises each cut, in ``fwhm``.
+    oversample : int
+        Profile bins per slit step.
+    iterations : int
+        Most Gauss-Newton steps.
+
+    Returns
+    -------
+    float or None
+        The FWHM (arcsec); None when too few cuts are complete or the fit fails or strays beyond a factor
+        two of ``fwhm``.
+    """
+    half = window_fwhm * fwhm
+    inside = orders > 0
+    gy, gx = np.gradient(np.asarray(slit, dtype=float))
+    across_rows = np.nanmedian(np.abs(gy[inside])) > np.nanmedian(np.abs(gx[inside]))
+    step_map = np.abs(gy if across_rows else gx)
+    with np.errstate(invalid="ignore"):
+        iy, ix = np.nonzero(inside & (np.abs(slit - centre) <= half))
+    if iy.size < 10:
+        return None
+    # one cut per order and detector column (rows across the slit) or row
+    cut = orders[iy, ix].astype(np.int64) * (max(flux.shape) + 1) + (ix if across_rows else iy)
+    index = np.unique(cut, return_inverse=True)[1].ravel()
+    n_cuts = int(index.max()) + 1
+    good = usable[iy, ix] & np.isfinite(flux[iy, ix]) & np.isfinite(step_map[iy, ix])
+    counts = np.where(good, flux[iy, ix], 0.0).astype(float)
+    n_all = np.bincount(index, minlength=n_cuts)
+    n_good = np.bincount(index, weights=good, minlength=n_cuts)
+    complete = (n_good == n_all) & (n_all >= 3)
+    if complete.sum() < 10:
+        return None
+    total = np.bincount(index, weights=counts, minlength=n_cuts)
+    step = np.bincount(index, weights=np.where(good, step_map[iy, ix], 0.0), minlength=n_cuts) / np.maximum(n_good, 1)
+    keep = complete[index]
+    s = slit[iy, ix][keep].astype(float)
+    width = float(np.median(step[complete])) / oversample
+    k = np.floor((s - (centre - half)) / width).astype(int)
+    n_bins = int(k.max()) + 1
+    number = np.bincount(k, minlength=n_bins)
+    norm = np.bincount(k, weights=(total * step)[index][keep], minlength=n_bins)
+    used = (number > 0) & (norm > 0)
+    if used.sum() < 8:
+        return None
+    x = np.bincount(k, weights=s, minlength=n_bins)[used] / number[used]
+    y = np.bincount(k, weights=counts[keep], minlength=n_bins)[used] / norm[used]
+    # a bin's noise: its pixels' (about equal) noise over its normalisation
+    weight = norm[used] / np.sqrt(number[used])
+    p = np.array([float(np.max(y)), float(centre), fwhm / _FWHM_PER_SIGMA, 0.0])
+    for _ in range(int(iterations)):
+        e = np.exp(-0.5 * ((x - p[1]) / p[2]) ** 2)
+        model = p[0] * e
+        jacobian = np.column_stack([e, model * (x - p[1]) / p[2] ** 2, model * (x - p[1]) ** 2 / p[2] ** 3,
+                                    np.ones_like(x)])
+        delta = np.linalg.lstsq(jacobian * weight[:, None], (y - model - p[3]) * weight, rcond=None)[0]
+        p = p + delta
+        if not (np.all(np.isfinite(p)) and p[2] > 0):
+            return None
+        if abs(delta[2]) < 1e-6 * p[2]:
+            break
+    variance = p[2] ** 2 - width ** 2 / 12.0
+    if not (p[0] > 0 and abs(p[1] - centre) < fwhm and variance > 0):
+        return None
+    result = _FWHM_PER_SIGMA * float(np.sqrt(variance))
+    return result if 0.5 * fwhm < result < 2.0 * fwhm else None
 
 
 def order_box(order_map, order, margin=2):
@@ -143,13 +247,13 @@ def locate_object(flux, wavelength, slit, order_map, *, bad=None, expected=None,
     boxes = {int(o): order_box(order_map, o) for o in np.unique(order_map[order_map > 0])}
     # one slit step for all the orders (the joint profile's bins): the median of the orders' own
     step = float(np.median([pixel_step(slit[box], order_map[box] == o) for o, box in boxes.items()]))
-    joint = _detect(flux, wavelength, slit, usable, min_significance, max_fwhm, step, window) or fallback
+    joint = _detect(flux, wavelength, slit, order_map, usable, min_significance, max_fwhm, step, window) or fallback
     if not joint.found:
         joint = Detection(centre, float(fallback_fwhm), joint.significance, False)
     location = ObjectLocation(joint)
     for order, box in boxes.items():
-        own = _detect(flux[box], wavelength[box], slit[box], usable[box] & (order_map[box] == order),
-                      min_significance, max_fwhm, step, window)
+        own = _detect(flux[box], wavelength[box], slit[box], np.where(order_map[box] == order, order, 0),
+                      usable[box], min_significance, max_fwhm, step, window)
         agrees = own is not None and own.found and joint.found and abs(own.slit - joint.slit) <= joint.fwhm
         location.orders[int(order)] = own if agrees else Detection(joint.slit, joint.fwhm,
                                                                     own.significance if own else 0.0, False)

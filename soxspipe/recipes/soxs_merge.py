@@ -169,8 +169,9 @@ class soxs_merge(_base_recipe_):
                         phot = target_photometry(Table.read(f.path), ra, dec, filter_name,
                                                  max_separation=self.params["target-max-separation"],
                                                  source=Path(f.path).name)
-                        factors[arm] = absolute_flux_factor(s.columns["WAVE"], s.columns["FLUX"], s.columns["QUAL"],
-                                                            phot)
+                        # the image's magnitude is above the atmosphere: the telluric-corrected flux where there is one
+                        flux = s.columns["FLUX_TELL"] if "FLUX_TELL" in s.columns else s.columns["FLUX"]
+                        factors[arm] = absolute_flux_factor(s.columns["WAVE"], flux, s.columns["QUAL"], phot)
                         self.qc.add(f"ABSFLUX FACTOR {arm}", round(factors[arm].factor, 5), "",
                                     f"{arm} scale to the {filter_name} photometry")
                         break

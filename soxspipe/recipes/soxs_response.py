@@ -20,14 +20,18 @@ The response, from the extracted orders:
    ``resolving-power``;
 2. with ``slit-loss-correction`` the standard's slit losses are divided out: the
    fraction of a Gaussian seeing disc of the object's measured FWHM along the slit
-   (QC ``OBJ FWHM``) that the slit's width lets through. The response is then the
+   (QC ``OBJ FWHM``: a Gaussian fitted to its profile,
+   :func:`~soxspipe.commonutils.science_objects.gaussian_fwhm`) that the slit's width
+   lets through. The response is then the
    telescope's and the instrument's alone, and so is the efficiency; the science
    spectra calibrated with it keep their own slit losses (the final products
    remove them with :func:`~soxspipe.commonutils.science_fluxcal.slit_transmission`);
 3. the response ``counts / exptime * 10^(0.4 k X) / F`` is fitted per arm
    (:func:`~soxspipe.commonutils.response.fit_response`: the ``model``, knots and
-   clipping of the settings; telluric bands and the star's lines masked) on the
-   orders' bins that are neither empty nor incomplete;
+   clipping of the settings; telluric bands and the star's lines masked; the
+   ``echelle`` model's blaze phase about each order's blaze wavelength, the middle of
+   its free spectral range in the bundled spectral format) on the orders' bins that
+   are neither empty nor incomplete;
 4. QC: the end-to-end efficiency (photons detected over photons reaching the
    89,000 cm^2 mirror) at ``qc-fractions`` of every order's range, ``EFF O<order>
    <k>`` (the comment gives the wavelength, and says when the point is bridged
@@ -60,6 +64,7 @@ from ..products import read_extracted_orders
 from ..static_calibrations import load_yaml
 from ._base_recipe_ import Product
 from ._standard_recipe_ import _standard_recipe_
+from .soxs_disp_solution import order_ranges
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,26 @@ log = logging.getLogger(__name__)
 SPECTRUM = "STD_FLUX_ORDERS"
 #: unit of the ``RESPONSE`` and ``ERROR`` columns (FITS has no electron: written as text)
 RESPONSE_UNIT = u.UnrecognizedUnit("(electron/s/nm)/(erg/s/cm2/Angstrom)")
+
+
+def blaze_wavelengths(arm):
+    """Blaze wavelength of every order of ``arm``: the middle of its free spectral range.
+
+    An echelle order's range (the bundled spectral format's ``WLMINFUL``-``WLMAXFUL``) is centred on
+    its blaze; the middle of the range a standard happens to be extracted over need not be.
+
+    Parameters
+    ----------
+    arm : str
+        ``"VIS"`` or ``"NIR"``.
+
+    Returns
+    -------
+    dict
+        Order -> blaze wavelength (nm).
+    """
+    orders, ranges = order_ranges(arm)
+    return {int(o): 0.5 * (lo + hi) for o, (lo, hi) in zip(orders, ranges)}
 
 
 class soxs_response(_standard_recipe_):
@@ -161,11 +186,10 @@ class soxs_response(_standard_recipe_):
         error = np.asarray(orders["ERR"], dtype=float) / transmission
         flux = catalogue_flux(star, wave, resolution=p["resolving-power"])
         self._check_coverage(order, flux, star, path)
+        meta = {"standard": star, "slit_transmission": transmission, "arm": self.arm,
+                "slit": self.raw_frames[0].slit, "binning": self.raw_frames[0].binning, "mjd": self.raw_frames[0].mjd}
         response = fit_response(order, wave, counts, error, exptime=float(exptime), airmass=float(airmass),
-                                standard_flux=flux, meta={"standard": star, "slit_transmission": transmission,
-                                                          "arm": self.arm, "slit": self.raw_frames[0].slit,
-                                                          "binning": self.raw_frames[0].binning,
-                                                          "mjd": self.raw_frames[0].mjd},
+                                standard_flux=flux, centres=blaze_wavelengths(self.arm), meta=meta,
                                 **response_options(p))
         log.info("response of %s (%s): exposure %g s, airmass %.3f, slit transmission %.3f", star, target,
                  float(exptime), float(airmass), transmission)
