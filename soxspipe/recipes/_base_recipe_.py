@@ -106,6 +106,7 @@ class _base_recipe_:
         self.overwrite = overwrite
         self.recipe_id = f"soxs_{self.name}"
         self.raw_frames = []
+        self._raw_headers = {}
         self.calibration_frames = {}
         #: paths of the static (non-FITS) inputs by SOF tag
         self.static_paths = {}
@@ -320,11 +321,17 @@ class _base_recipe_:
         mask = ccd.mask | (master_dark.mask if master_dark.mask is not None else False)
         return CCDData(data, unit=ccd.unit, uncertainty=StdDevUncertainty(error, unit=ccd.unit), mask=mask, meta=ccd.meta)
 
+    def raw_header(self, frame):
+        """The header of a raw frame (a ``FrameInfo``), read once per run: treat it as read-only."""
+        if frame.path not in self._raw_headers:
+            self._raw_headers[frame.path] = read_header(frame.path)
+        return self._raw_headers[frame.path]
+
     def record_temperature(self):
         """Record the detector temperature of the first raw frame as QC, where the header has it."""
         name = detector(self.arm).extra.get("temperature_keyword")
         if name:
-            value = header_value(read_header(self.raw_frames[0].path), name, None)
+            value = header_value(self.raw_header(self.raw_frames[0]), name, None)
             if value is not None:
                 self.qc.add("DET TEMP", float(value), "", "detector temperature")
 
@@ -346,7 +353,7 @@ class _base_recipe_:
     def product_header(self, product):
         """The primary header of a product: the first raw frame's keywords, PRO, provenance and QC."""
         header = fits.Header()
-        for card in read_header(self.raw_frames[0].path).cards:
+        for card in self.raw_header(self.raw_frames[0]).copy().cards:
             if card.keyword not in _STRUCTURAL:
                 header.append(card, end=True)
         set_value(header, "pro_catg", product.pro_catg, "product category")

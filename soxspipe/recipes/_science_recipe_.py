@@ -369,7 +369,7 @@ class _science_recipe_(_base_recipe_):
         det = detector(self.arm)
         ccd = self.prepare(raw, master_bias=calibration.bias)
         data, variance, bad = ccd.data, ccd.uncertainty.array ** 2, ccd.mask.copy()
-        header = read_header(raw.path)
+        header = self.raw_header(raw)
         _, read_noise = gain_and_read_noise(header, det, raw.readout)
         noise = read_noise ** 2
         if calibration.bias is not None and calibration.bias.uncertainty is not None:
@@ -506,7 +506,7 @@ class _science_recipe_(_base_recipe_):
 
     def header_mean(self, *names):
         """Mean of the keywords ``names`` (logical names) over the raw frames' headers, or None where none has them."""
-        values = [float(v) for f in self.raw_frames for v in (header_value(read_header(f.path), k, None) for k in names)
+        values = [float(v) for f in self.raw_frames for v in (header_value(self.raw_header(f), k, None) for k in names)
                   if v is not None]
         return float(np.mean(values)) if values else None
 
@@ -711,7 +711,7 @@ class _science_recipe_(_base_recipe_):
         numbers, ranges = order_ranges(self.arm)
         nm_per_pixel = float(np.nanmedian(read_dispersion_solution(disp).dispersion(
             numbers, np.array([0.5 * (a + b) for a, b in ranges]), axis)))
-        raw = [(Path(f.path).name, read_header(f.path)) for f in self.raw_frames]
+        raw = [(Path(f.path).name, self.raw_header(f)) for f in self.raw_frames]
         observation = sdp.observation_cards(raw, exptime=self.total_exptime())
         ra, dec = observation.get("ra", (None,))[0], observation.get("dec", (None,))[0]
         barycorr = None if ra is None or dec is None else sdp.barycentric_correction(ra, dec,
@@ -729,7 +729,7 @@ class _science_recipe_(_base_recipe_):
         return Product(f"{self.prefix}_SPEC_{self.arm}", spectrum, pro_tech=tech, header_cards=dict(cards))
 
     def _object_name(self):
-        header = read_header(self.raw_frames[0].path)
+        header = self.raw_header(self.raw_frames[0])
         return str(header_value(header, "object", "") or "").strip() or "unnamed target"
 
     def product_header(self, product):

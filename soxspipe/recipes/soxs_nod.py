@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 
 from ..commonutils.cosmics import cosmic_ray_mask
-from ..commonutils.fitsio import read_header
 from ..commonutils.nodding import clipped_weighted_mean, combine_rectified, header_floats, linear_combination, \
     nod_differences, pair_nod_frames
 from ..commonutils.science_extract import QUAL_BITS, OrderSpectrum
@@ -359,7 +358,7 @@ class soxs_nod(_difference_recipe_):
         """
         super().check_science_frames()
         labels = [Path(f.path).name for f in self.raw_frames]
-        headers = [read_header(f.path) for f in self.raw_frames]
+        headers = [self.raw_header(f) for f in self.raw_frames]
         self.pairing = pair_nod_frames(header_floats(headers, "nod_cumoff_y", labels=labels),
                                        header_floats(headers, "mjd_obs", labels=labels), labels=labels)
         self.extracted_frames = [self.raw_frames[i] for i in self.pairing.pairs.ravel()]

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from ..commonutils.errors import DataError
-from ..commonutils.fitsio import read_header
 from ..commonutils.nodding import header_floats
 from ..commonutils.offset_sky import choose_sky_frames, split_offset_frames, subtract_sky_frames
 from ._science_recipe_ import DetrendedFrame
@@ -64,7 +63,7 @@ class soxs_offset(_difference_recipe_):
         p = self.params
         frames = self.raw_frames
         labels = [Path(f.path).name for f in frames]
-        headers = [read_header(f.path) for f in frames]
+        headers = [self.raw_header(f) for f in frames]
         self.objects, self.skies = split_offset_frames(header_floats(headers, "fixoff_ra", labels=labels),
                                                        header_floats(headers, "fixoff_dec", labels=labels),
                                                        min_offset=p["offset-min-offset"], labels=labels)
