@@ -62,7 +62,7 @@ def reduced_night(root, simulated_night):
 
 
 #: the products every science recipe run writes: ``<P>_<kind>_<ARM>``
-SCIENCE_KINDS = ("ORDERS", "MERGED", "SPEC", "2D", "SKY_MODEL", "SKY_SUB")
+SCIENCE_KINDS = ("ORDERS", "MERGED", "SPEC", "2D", "SPEC2D", "SKY_MODEL", "SKY_SUB")
 
 #: the recipes reduce all runs for the science tests: the calibration cascade, the flux standards' response,
 #: the telluric standards' transmission and stare

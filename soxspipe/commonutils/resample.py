@@ -96,14 +96,15 @@ def rebin(edges, flux, error, new_edges):
     edges : array_like
         ``(n + 1,)`` increasing edges of the input bins.
     flux, error : array_like
-        ``(n,)`` flux density and its standard deviation per input bin (non-finite values are treated as gaps).
+        ``(..., n)`` flux density and its standard deviation per input bin (non-finite values are treated as
+        gaps); leading axes (e.g. the slit rows of a 2D spectrum) are rebinned independently on the same bins.
     new_edges : array_like
         ``(m + 1,)`` increasing edges of the output bins.
 
     Returns
     -------
     flux, error, coverage : numpy.ndarray
-        ``(m,)``: the mean density over the part of each new bin covered by valid input bins,
+        ``(..., m)``: the mean density over the part of each new bin covered by valid input bins,
         its standard deviation, and the covered fraction of each new bin (0 to 1); where
         nothing is covered the flux and error are NaN.
     """
@@ -111,6 +112,9 @@ def rebin(edges, flux, error, new_edges):
     new_edges = np.asarray(new_edges, dtype=float)
     flux = np.asarray(flux, dtype=float)
     error = np.asarray(error, dtype=float)
+    lead = flux.shape[:-1]
+    flux = flux.reshape(-1, flux.shape[-1])
+    error = error.reshape(flux.shape)
     valid = np.isfinite(flux) & np.isfinite(error)
     # the overlap of an old and a new bin is one interval of the merged edges
     cuts = np.unique(np.concatenate([edges, new_edges]))
@@ -118,17 +122,25 @@ def rebin(edges, flux, error, new_edges):
     middles = 0.5 * (cuts[1:] + cuts[:-1])
     old = np.searchsorted(edges, middles) - 1
     new = np.searchsorted(new_edges, middles) - 1
-    inside = (old >= 0) & (old < flux.size) & (new >= 0) & (new < new_edges.size - 1)
+    inside = (old >= 0) & (old < flux.shape[1]) & (new >= 0) & (new < new_edges.size - 1)
     old, new, lengths = old[inside], new[inside], lengths[inside]
-    ok = valid[old]
     m = new_edges.size - 1
-    covered = np.bincount(new[ok], lengths[ok], minlength=m)
-    integral = np.bincount(new[ok], lengths[ok] * flux[old[ok]], minlength=m)
-    variance = np.bincount(new[ok], (lengths[ok] * error[old[ok]]) ** 2, minlength=m)
+    # one bincount for all rows: row r's new bin j is cell r * m + j
+    ok = valid[:, old]
+    rows = np.broadcast_to(np.arange(flux.shape[0])[:, None], ok.shape)[ok]
+    cell = rows * m + np.broadcast_to(new, ok.shape)[ok]
+    length = np.broadcast_to(lengths, ok.shape)[ok]
+    columns = np.broadcast_to(old, ok.shape)[ok]
+    size = flux.shape[0] * m
+    covered = np.bincount(cell, length, minlength=size)
+    integral = np.bincount(cell, length * flux[rows, columns], minlength=size)
+    variance = np.bincount(cell, (length * error[rows, columns]) ** 2, minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         out_flux = np.where(covered > 0, integral / covered, np.nan)
         out_error = np.where(covered > 0, np.sqrt(variance) / covered, np.nan)
-    return out_flux, out_error, covered / np.diff(new_edges)
+    shape = lead + (m,)
+    return (out_flux.reshape(shape), out_error.reshape(shape),
+            (covered.reshape(-1, m) / np.diff(new_edges)).reshape(shape))
 
 
 @dataclass
@@ -140,11 +152,11 @@ class MergedSpectrum:
     edges : numpy.ndarray
         ``(m + 1,)`` bin edges (nm).
     flux : numpy.ndarray
-        ``(m,)`` flux density (NaN where no order contributes).
+        ``(..., m)`` flux density (NaN where no order contributes).
     error : numpy.ndarray
-        ``(m,)`` its standard deviation.
+        ``(..., m)`` its standard deviation.
     n_orders : numpy.ndarray
-        ``(m,)`` number of orders combined in each bin.
+        ``(..., m)`` number of orders combined in each bin.
     """
 
     edges: np.ndarray
@@ -158,34 +170,60 @@ class MergedSpectrum:
         return 0.5 * (self.edges[1:] + self.edges[:-1])
 
 
-def merge_orders(spectra, new_edges, *, min_coverage=0.999):
+def merge_orders(spectra, new_edges, *, min_coverage=0.999, weight_errors=None):
     """Merge orders onto one wavelength grid, with inverse-variance weights where they overlap.
 
     Parameters
     ----------
     spectra : sequence of tuple
-        One ``(edges, flux, error)`` per order, each as accepted by :func:`rebin`.
+        One ``(edges, flux, error)`` per order, each as accepted by :func:`rebin` (the flux of every
+        order with the same leading axes, e.g. the same slit rows: each row is merged on its own).
     new_edges : array_like
         Edges of the common grid.
     min_coverage : float
         An order contributes to a bin only if it covers at least this fraction of it
         (a bin cut by an order's end would otherwise carry a partial, noisier value).
+    weight_errors : sequence of array_like, optional
+        One per order, shaped as its ``error``: the standard deviations the weights are taken
+        from instead of ``error``. Weights from variances estimated from the data themselves
+        favour the values that fell low and bias the mean low (by 3 % in the order overlaps of a
+        faint galaxy's 2D spectrum); weights from a smooth, nearly noise-free estimate do not. The
+        errors of the merged values are then propagated from ``error`` with these weights.
 
     Returns
     -------
     MergedSpectrum
     """
     new_edges = np.asarray(new_edges, dtype=float)
-    rebinned = [rebin(e, f, s, new_edges) for e, f, s in spectra]
-    flux = np.array([r[0] for r in rebinned])
-    error = np.array([r[1] for r in rebinned])
-    usable = np.array([r[2] >= min_coverage for r in rebinned]) & np.isfinite(flux) & (error > 0)
-    weight = np.where(usable, 1.0 / np.where(usable, error, 1.0) ** 2, 0.0)
-    total = weight.sum(axis=0)
+    m = new_edges.size - 1
+    total = weighted = variance = n_orders = None
+    for k, (edges, flux, error) in enumerate(spectra):
+        edges = np.asarray(edges, dtype=float)
+        if total is None:
+            shape = np.shape(flux)[:-1] + (m,)
+            total, weighted, variance = (np.zeros(shape) for _ in range(3))
+            n_orders = np.zeros(shape, int)
+        # only the bins the order reaches: the rest of the grid gets nothing from it
+        lo = max(int(np.searchsorted(new_edges, edges[0], side="right")) - 1, 0)
+        hi = min(int(np.searchsorted(new_edges, edges[-1], side="left")), m)
+        if hi <= lo:
+            continue
+        values, sigma, coverage = rebin(edges, flux, error, new_edges[lo:hi + 1])
+        weight_sigma = sigma if weight_errors is None else rebin(edges, flux, weight_errors[k], new_edges[lo:hi + 1])[1]
+        usable = (coverage >= min_coverage) & np.isfinite(values) & (sigma > 0) & (weight_sigma > 0)
+        weight = np.where(usable, 1.0 / np.where(usable, weight_sigma, 1.0) ** 2, 0.0)
+        total[..., lo:hi] += weight
+        weighted[..., lo:hi] += weight * np.where(usable, values, 0.0)
+        if weight_errors is not None:
+            variance[..., lo:hi] += (weight * np.where(usable, sigma, 0.0)) ** 2
+        n_orders[..., lo:hi] += usable
+    if total is None:  # no orders
+        total, weighted, variance, n_orders = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m, int)
     with np.errstate(invalid="ignore", divide="ignore"):
-        merged = np.where(total > 0, (weight * np.where(usable, flux, 0.0)).sum(axis=0) / total, np.nan)
-        merged_error = np.where(total > 0, 1.0 / np.sqrt(total), np.nan)
-    return MergedSpectrum(new_edges, merged, merged_error, usable.sum(axis=0))
+        merged = np.where(total > 0, weighted / total, np.nan)
+        merged_error = np.where(total > 0, 1.0 / np.sqrt(total) if weight_errors is None else np.sqrt(variance) / total,
+                                np.nan)
+    return MergedSpectrum(new_edges, merged, merged_error, n_orders)
 
 
 @dataclass

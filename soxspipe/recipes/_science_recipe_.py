@@ -94,6 +94,7 @@ from ..commonutils.science_objects import locate_object, object_trace, order_box
 from ..commonutils.science_products import SURFACE_UNIT, merged_table, orders_table, stack_rectified
 from ..commonutils.settings import qc_ranges, recipe_settings
 from ..commonutils.sky import SkyModel, sky_model
+from ..commonutils.spectrum2d import build_spectrum2d
 from ..commonutils.spectrum_plots import orders_plot, quicklook_pdf
 from ..commonutils.science_fluxcal import apply_response, calibrate_merged_table, slit_width
 from ..commonutils.science_telluric import apply_telluric, correction_settings
@@ -657,16 +658,23 @@ class _science_recipe_(_base_recipe_):
                                                    path=path))
         orders, merged_spectrum = orders_table(extraction.spectra), merged_table(merged)
         response = self.calibration_frames.get("RESPONSE")
+        response_curve = None
         if response is not None:  # FLUX_CAL/ERR_CAL beside the counts
             if "pro_airmass" not in cards:
                 raise DataError(f"{self.raw_frames[0].path}: no airmass in the header, needed to flux-calibrate "
                                 f"with {response.path}; remove the RESPONSE from the SOF")
-            calibrated = apply_response(orders, merged_spectrum, read_response(response.path),
+            response_curve = read_response(response.path)
+            calibrated = apply_response(orders, merged_spectrum, response_curve,
                                         exptime=cards["exptime"][0], airmass=cards["pro_airmass"][0],
                                         frame=self.raw_frames[0],
                                         max_age_days=recipe_settings(self.settings, "response", arm)["max-age-days"])
             orders, merged_spectrum = calibrated.orders, calibrated.merged
             cards.update(calibrated.cards)
+        # the 2D spectrum on the merged grid, calibrated with the same response (it has no telluric correction)
+        spectrum2d = build_spectrum2d(rectified, merged.edges, min_cell_coverage=p["rectify-min-coverage"],
+                                      response=response_curve, exptime=cards["exptime"][0],
+                                      airmass=cards.get("pro_airmass", (None,))[0])
+        spectrum2d_cards = dict(cards)
         telluric = self.calibration_frames.get("TELLURIC")
         if telluric is not None:  # FLUX_TELL/ERR_TELL beside them; QUAL flags where the sky is too opaque
             corrected = apply_telluric(orders, merged_spectrum, read_telluric(telluric.path),
@@ -680,17 +688,18 @@ class _science_recipe_(_base_recipe_):
         return [Product(f"{prefix}_ORDERS_{arm}", orders, pro_tech=tech, header_cards=dict(cards), plots=[plot]),
                 Product(f"{prefix}_MERGED_{arm}", merged_spectrum, pro_tech=tech, header_cards=dict(cards)),
                 Product(f"{prefix}_2D_{arm}", image, pro_tech=tech, header_cards=dict(cards)),
+                Product(f"{prefix}_SPEC2D_{arm}", spectrum2d, pro_tech=tech, header_cards=spectrum2d_cards),
                 Product(f"{prefix}_SKY_MODEL_{arm}", sky, pro_tech=tech, header_cards=dict(cards)),
                 Product(f"{prefix}_SKY_SUB_{arm}", sky_sub, pro_tech=tech, header_cards=dict(cards)),
-                self.phase3_product(orders, merged_spectrum, tech, cards)]
+                self.phase3_product(orders, merged_spectrum, tech, cards, response_curve)]
 
-    def phase3_product(self, orders, merged, tech, cards):
+    def phase3_product(self, orders, merged, tech, cards, response=None):
         """The merged spectrum as an ESO SDP 1D spectrum, ``<P>_SPEC_<ARM>`` (:mod:`~soxspipe.commonutils.sdp_spectrum`).
 
         ``FLUX`` is ``FLUX_CAL`` where a RESPONSE calibrated the tables (the sky, ``BGFLUX``, is calibrated
         the same way), else the counts (``FLUXCAL = 'UNCALIBRATED'``); ``FLUX_TELL`` where the tables carry a
         telluric correction. The wavelength keywords come from the DISP_TAB's QC, the observation's from
-        every raw frame's header.
+        every raw frame's header. ``response`` is the one that calibrated the tables.
         """
         sky = None
         if "FLUX_CAL" in merged.colnames:  # the sky through the same response, as the standard wants BGFLUX
@@ -698,7 +707,6 @@ class _science_recipe_(_base_recipe_):
             for t in as_sky:
                 t.remove_columns(["FLUX_CAL", "ERR_CAL"])
                 t["FLUX"] = t["SKY"]
-            response = read_response(self.calibration_frames["RESPONSE"].path)
             sky = calibrate_merged_table(*as_sky, response, exptime=cards["exptime"][0],
                                          airmass=cards["pro_airmass"][0])["FLUX_CAL"]
         columns, units = sdp.spectrum_columns(merged, sky_calibrated=sky)

@@ -38,7 +38,8 @@ cosmic rays and the residual sky of a difference frame, the combination of
 several frames' spectra and 2D images, and the exposure time of the frames
 whose object is extracted.
 
-Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_2D_<ARM>``,
+Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_SPEC_<ARM>`` (Phase 3),
+``<P>_2D_<ARM>``, ``<P>_SPEC2D_<ARM>`` (orders merged, flux-calibrated, with a WCS),
 ``<P>_SKY_MODEL_<ARM>``, ``<P>_SKY_SUB_<ARM>`` (those of the first ``A - B``)
 with ``<P>`` = ``SCI``, ``STD_FLUX`` or ``STD_TELL`` after the frames' kind,
 and the quicklook PDF.

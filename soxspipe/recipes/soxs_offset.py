@@ -25,7 +25,8 @@ Several object frames' spectra and 2D images are combined as nodding's are
 (:class:`~.soxs_nod._difference_recipe_`): the counts over the object frames'
 total exposure time.
 
-Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_2D_<ARM>``,
+Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_SPEC_<ARM>`` (Phase 3),
+``<P>_2D_<ARM>``, ``<P>_SPEC2D_<ARM>`` (orders merged, flux-calibrated, with a WCS),
 ``<P>_SKY_MODEL_<ARM>``, ``<P>_SKY_SUB_<ARM>`` (those of the first object
 frame) with ``<P>`` = ``SCI``, ``STD_FLUX`` or ``STD_TELL`` after the frames'
 kind, and the quicklook PDF.

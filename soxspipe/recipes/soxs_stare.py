@@ -19,7 +19,8 @@ supplies the sky:
   noise the sky model adds to the object's spectrum (the pixels under a bright
   one, weighted by their own variance, count for little).
 
-Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_2D_<ARM>``,
+Products: ``<P>_ORDERS_<ARM>``, ``<P>_MERGED_<ARM>``, ``<P>_SPEC_<ARM>`` (Phase 3),
+``<P>_2D_<ARM>``, ``<P>_SPEC2D_<ARM>`` (orders merged, flux-calibrated, with a WCS),
 ``<P>_SKY_MODEL_<ARM>``, ``<P>_SKY_SUB_<ARM>`` with ``<P>`` = ``SCI``,
 ``STD_FLUX`` or ``STD_TELL`` after the frames' kind, and the quicklook PDF.
 """
