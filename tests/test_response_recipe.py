@@ -84,6 +84,21 @@ def test_object_fwhm_is_the_seeing_whatever_its_phase_on_the_pixels(position):
                                                                                                           rel=0.05)
 
 
+def test_object_fwhm_on_a_float32_slit_map_with_a_pixel_at_the_window_edge():
+    """A float32 slit map (as the DISP_IMAGE's) with a pixel at -0.9000000358", just outside the window of
+    2 x 0.5" about +0.1" in double precision but inside it in single: measured, not a crash (it once made a
+    negative bin index)."""
+    order = SyntheticOrder(seed=3, ny=400, scale=0.33, object_drift=0.0, object_slit=0.1)
+    order = order.add_sky().add_object(2e5, sigma=0.5 / 2.3548).add_noise(read_noise=4.0)
+    free = (order.flux - order.sky_true).astype(np.float32)
+    slit = order.slit.astype(np.float32)
+    edge = np.nextafter(np.float32(-0.9), np.float32(-np.inf))
+    assert abs(float(edge) - 0.1) > 1.0 and abs(edge - np.float32(0.1)) <= 1.0
+    y, x = np.argwhere(order.pixels)[len(np.argwhere(order.pixels)) // 2]
+    slit[y, x] = edge
+    assert gaussian_fwhm(free, slit, order.order_map, order.pixels, 0.1, 0.5) == pytest.approx(0.5, rel=0.02)
+
+
 def test_asymmetric_clipping_offset_is_taken_out():
     """Pure noise (sigma 1, 20000 points) fitted by a constant, clipped at -1 and +5 sigma: the fit settles 0.519
     sigma above the mean (hand-computed fixed point of ``d = E[x | x > d - 1]``); unbiased, on the mean. With 15 % of

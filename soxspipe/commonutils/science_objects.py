@@ -138,7 +138,10 @@ def gaussian_fwhm(flux, slit, orders, usable, centre, fwhm, *, window_fwhm=2.0, 
     """
     half = window_fwhm * fwhm
     inside = orders > 0
-    gy, gx = np.gradient(np.asarray(slit, dtype=float))
+    # in double precision throughout: a float32 map's pixel selected at the window's edge may fall just
+    # outside it when its position is taken again in float64
+    slit = np.asarray(slit, dtype=float)
+    gy, gx = np.gradient(slit)
     across_rows = np.nanmedian(np.abs(gy[inside])) > np.nanmedian(np.abs(gx[inside]))
     step_map = np.abs(gy if across_rows else gx)
     with np.errstate(invalid="ignore"):
