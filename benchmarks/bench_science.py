@@ -94,7 +94,8 @@ def bench(work, case, arm=None):
         wall, done = run(["-c", RECIPE, recipe, str(sof), "-o", str(out), "-x"], work)
         walls.append(wall)
         peaks.append(int(re.search(r"MAXRSS_KB (\d+)", done.stdout).group(1)) / 1024 ** 2)
-        log = next(out.glob(f"soxs_{recipe}_*.log")).read_text()
+        # the newest log: a run into an earlier run's folder (-x) writes a log of its own beside the old ones
+        log = max(out.glob(f"soxs_{recipe}_*.log"), key=lambda p: p.stat().st_mtime).read_text()
         own.append(float(re.search(rf"soxs_{recipe} finished in ([\d.]+) s", log).group(1)))
     print(f"{'recipe':8s} {'arm':4s} {'frames':>6s} {'wall s':>7s} {'recipe s':>9s} {'floor s':>8s} {'ratio':>6s} "
           f"{'peak GB':>8s}")
