@@ -96,6 +96,28 @@ class RectifiedLayout:
     qual: np.ndarray
 
 
+def check_slit_grids(rectified):
+    """Refuse rectified orders (order -> RectifiedOrder) that are not all on the first one's slit grid."""
+    orders = list(rectified)
+    first = rectified[orders[0]]
+    for order in orders[1:]:
+        if not np.allclose(rectified[order].slit_edges, first.slit_edges):
+            raise ValueError(f"order {order} is rectified on another slit grid than order {orders[0]}")
+
+
+def surface_density(order, *, min_coverage=0.5):
+    """One rectified order's cells as surface density (counts per nm per arcsec) and its error.
+
+    Cells covered less than ``min_coverage`` (fraction of their area) are NaN.
+    """
+    cell = np.outer(np.diff(order.slit_edges), np.diff(order.wave_edges))
+    good = order.coverage >= min_coverage
+    with np.errstate(invalid="ignore", divide="ignore"):
+        density = np.where(good, order.flux / (order.coverage * cell), np.nan)
+        sigma = np.where(good, np.sqrt(order.variance) / (order.coverage * cell), np.nan)
+    return density, sigma
+
+
 def stack_rectified(rectified, *, min_coverage=0.5):
     """Stack rectified orders into one image.
 
@@ -125,15 +147,11 @@ def stack_rectified(rectified, *, min_coverage=0.5):
              ("rect_slit_start", float(first.slit_edges[0]), "[arcsec] lower edge of the first row", {}),
              ("rect_slit_step", float(np.diff(first.slit_edges).mean()), "[arcsec] row height", {}),
              ("rect_norders", len(orders), "orders stacked", {})]
+    check_slit_grids(rectified)
     for k, order in enumerate(orders):
         r = rectified[order]
-        if not np.allclose(r.slit_edges, first.slit_edges):
-            raise ValueError(f"order {order} is rectified on another slit grid than order {orders[0]}")
-        cell = np.outer(np.diff(r.slit_edges), np.diff(r.wave_edges))
-        good = r.coverage >= min_coverage
-        with np.errstate(invalid="ignore", divide="ignore"):
-            density = np.where(good, r.flux / (r.coverage * cell), np.nan)
-            sigma = np.where(good, np.sqrt(r.variance) / (r.coverage * cell), np.nan)
+        density, sigma = surface_density(r, min_coverage=min_coverage)
+        good = np.isfinite(density)
         n_wave = r.wave_edges.size - 1
         rows = slice(k * n_slit, (k + 1) * n_slit)
         flux[rows, :n_wave] = density

@@ -43,7 +43,7 @@ from .resample import merge_orders
 from .response import flux_calibrate
 from .science_extract import QUAL_BITS
 from .science_fluxcal import order_response
-from .science_products import SURFACE_UNIT, stack_rectified
+from .science_products import SURFACE_UNIT, check_slit_grids, surface_density
 from .sdp_spectrum import FLUX_UNIT
 
 log = logging.getLogger(__name__)
@@ -249,15 +249,11 @@ def build_spectrum2d(rectified, wave_edges, *, min_cell_coverage=0.5, min_covera
         raise ValueError("no rectified orders to merge")
     if response is not None and not (exptime and exptime > 0 and airmass is not None):
         raise ValueError(f"flux calibration needs an exposure time and an airmass (got {exptime}, {airmass})")
+    check_slit_grids(rectified)
     orders = list(rectified)
     first = rectified[orders[0]]
-    for order in orders[1:]:
-        if not np.allclose(rectified[order].slit_edges, first.slit_edges):
-            raise ValueError(f"order {order} is rectified on another slit grid than order {orders[0]}")
-    densities = {}
-    for order in orders:  # surface density and its error, as in the <P>_2D_ image
-        flux, error, _, _ = stack_rectified({order: rectified[order]}, min_coverage=min_cell_coverage)
-        densities[order] = (flux, error)
+    # surface density and its error, as in the <P>_2D_ image
+    densities = {o: surface_density(rectified[o], min_coverage=min_cell_coverage) for o in orders}
     if response is not None:
         centres = {o: 0.5 * (rectified[o].wave_edges[1:] + rectified[o].wave_edges[:-1]) for o in orders}
         value, value_error = order_response(response, np.concatenate([np.full(centres[o].size, o) for o in orders]),
